@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -63,6 +64,24 @@ inline float f16_to_f32(uint16_t h) {
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
+}
+
+// Float to IEEE half, round to nearest even (overflow to inf, underflow to subnormal or zero).
+inline uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u); // rounds to inf
+  if (abs < 0x38800000u) {  // subnormal half or zero: value = m * 2^-24, m rounded half-even
+    float mag;
+    std::memcpy(&mag, &abs, 4);
+    return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(mag * 16777216.0f)));
+  }
+  uint32_t bits = abs - (112u << 23);  // rebias exponent 127 -> 15
+  bits += 0xfffu + ((bits >> 13) & 1u);
+  return static_cast<uint16_t>(sign | (bits >> 13));
 }
 
 // A row-major matrix view [rows, cols] into memory owned elsewhere (mmap, backend arena).

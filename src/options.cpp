@@ -1,0 +1,78 @@
+// Registration of the shared CLI options (same order as the man page) and default resolution.
+#include "options.h"
+
+namespace unmask {
+
+void add_common_options(CLI::App& app, CommonOptions& o) {
+  app.add_option("-m,--model", o.model,
+                 "Model directory (config.json, *.safetensors, tokenizer); default: $UNMASK_MODEL, "
+                 "else the bundled model");
+  app.add_option("--backend", o.backend, "Compute backend: auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: OMP_NUM_THREADS or all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--format", o.format, "Output format: text or json")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_flag("-q,--quiet", o.quiet, "No stats or progress on stderr");
+}
+
+void add_generation_options(CLI::App& app, GenerationOptions& o) {
+  app.add_option("--gen-length", o.gen_length,
+                 "Answer length in tokens (default: the model's, else 128)");
+  app.add_option("--steps", o.steps, "Sampling steps in all (default: gen-length)");
+  app.add_option("--block-length", o.block_length,
+                 "Semi-autoregressive block length; must divide gen-length (default: the model's, "
+                 "else 32)");
+  app.add_option("--temperature", o.temperature, "Gumbel-noise temperature; 0 is greedy")
+      ->capture_default_str();
+  app.add_option("--top-k", o.top_k, "Sample only among the k most likely tokens (0: off)")
+      ->capture_default_str();
+  app.add_option("--top-p", o.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  app.add_option("--remasking", o.remasking,
+                 "Which masked positions to commit first: low_confidence or random")
+      ->capture_default_str();
+  app.add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale (0: off)")
+      ->capture_default_str();
+  app.add_option("--threshold", o.threshold,
+                 "Parallel decoding: also commit every position with confidence >= this value");
+  app.add_option("--seed", o.seed, "Seed of the counter-based noise")->capture_default_str();
+  app.add_flag("--no-eos-stop", o.no_eos_stop,
+               "Keep sampling after the text is final (an EOS committed with nothing masked "
+               "before it); the early stop never changes the text");
+}
+
+GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config) {
+  GenerationSettings s;
+  const GenerationDefaults& d = config.defaults;
+  s.gen_length = o.gen_length.value_or(d.gen_length > 0 ? d.gen_length : 128);
+  if (o.block_length) {
+    s.block_length = *o.block_length;
+  } else if (d.block_length > 0 && s.gen_length % d.block_length == 0) {
+    s.block_length = d.block_length;
+  } else if (s.gen_length % 32 == 0) {
+    s.block_length = 32;
+  } else {
+    s.block_length = s.gen_length;
+  }
+  if (o.steps) {
+    s.steps = *o.steps;
+  } else if (!o.gen_length && d.steps > 0) {
+    s.steps = d.steps;
+  } else {
+    s.steps = s.gen_length;
+  }
+  s.temperature = o.temperature;
+  s.top_k = o.top_k;
+  s.top_p = o.top_p;
+  s.remasking = parse_remasking(o.remasking);
+  s.cfg_scale = o.cfg_scale;
+  s.threshold = o.threshold;
+  s.seed = o.seed;
+  s.eos_stop = !o.no_eos_stop;
+  return s;
+}
+
+}  // namespace unmask

@@ -1,0 +1,54 @@
+// JSON and human-readable renderings of settings and run statistics.
+#include "output.h"
+
+#include <cstdio>
+
+namespace unmask {
+
+nlohmann::json settings_json(const GenerationSettings& s) {
+  nlohmann::json j;
+  j["gen_length"] = s.gen_length;
+  j["steps"] = s.steps;
+  j["block_length"] = s.block_length;
+  j["temperature"] = s.temperature;
+  j["top_k"] = s.top_k;
+  j["top_p"] = s.top_p;
+  j["remasking"] = remasking_name(s.remasking);
+  j["cfg_scale"] = s.cfg_scale;
+  j["threshold"] = s.threshold ? nlohmann::json(*s.threshold) : nlohmann::json(nullptr);
+  j["seed"] = s.seed;
+  j["eos_stop"] = s.eos_stop;
+  return j;
+}
+
+nlohmann::json stats_json(const RunStats& s) {
+  nlohmann::json j;
+  j["prompt_tokens"] = s.prompt_tokens;
+  j["generated_tokens"] = s.generated_tokens;
+  j["steps"] = s.steps;
+  j["forward_passes"] = s.forward_passes;
+  j["stopped_early"] = s.stopped_early;
+  j["seconds"] = s.seconds;
+  j["tokens_per_second"] = s.tokens_per_second();
+  j["ms_per_step"] = s.ms_per_step();
+  j["load_seconds"] = s.load_seconds;
+  j["tokenize_seconds"] = s.tokenize_seconds;
+  j["gflops_per_second"] = s.seconds > 0 ? s.flops / s.seconds / 1e9 : 0.0;
+  j["backend"] = s.backend;
+  j["device"] = s.device;
+  j["peak_memory_bytes"] = s.peak_memory_bytes;
+  return j;
+}
+
+std::string stats_line(const RunStats& s) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%d tokens in %.3f s (%.1f tok/s); %d steps, %.2f ms/step, %d forward passes%s; "
+                "%.1f GFLOP/s on %s; load %.2f s",
+                s.generated_tokens, s.seconds, s.tokens_per_second(), s.steps, s.ms_per_step(),
+                s.forward_passes, s.stopped_early ? " (stopped early: text final)" : "",
+                s.seconds > 0 ? s.flops / s.seconds / 1e9 : 0.0, s.backend.c_str(), s.load_seconds);
+  return buf;
+}
+
+}  // namespace unmask

@@ -1,0 +1,175 @@
+// LLaDA's unmasking loop: blocks, transfer schedule, remasking, threshold, early exit.
+#include "sampler.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "common.h"
+#include "rng.h"
+
+namespace unmask {
+
+const char* remasking_name(Remasking r) {
+  return r == Remasking::Random ? "random" : "low_confidence";
+}
+
+Remasking parse_remasking(const std::string& name) {
+  if (name == "low_confidence") return Remasking::LowConfidence;
+  if (name == "random") return Remasking::Random;
+  fail_usage("--remasking: unknown strategy '" + name + "' (choose low_confidence or random)");
+}
+
+void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config) {
+  auto need = [](bool ok, const std::string& message) {
+    if (!ok) fail_usage(message);
+  };
+  need(s.gen_length > 0, "--gen-length must be positive (got " + std::to_string(s.gen_length) + ")");
+  need(s.block_length > 0, "--block-length must be positive (got " + std::to_string(s.block_length) + ")");
+  need(s.steps > 0, "--steps must be positive (got " + std::to_string(s.steps) + ")");
+  need(s.gen_length % s.block_length == 0,
+       "--gen-length " + std::to_string(s.gen_length) + " is not a multiple of --block-length " +
+           std::to_string(s.block_length) + "; change one so that it divides the other");
+  const int blocks = s.gen_length / s.block_length;
+  need(s.steps % blocks == 0, "--steps " + std::to_string(s.steps) + " is not divisible by the " +
+                                  std::to_string(blocks) +
+                                  " blocks (gen-length / block-length); use a multiple of " +
+                                  std::to_string(blocks));
+  need(s.temperature >= 0.f, "--temperature must be >= 0");
+  need(s.top_k >= 0, "--top-k must be >= 0 (0 disables it)");
+  need(s.top_p > 0.f && s.top_p <= 1.f, "--top-p must be in (0, 1] (1 disables it)");
+  need(s.cfg_scale >= 0.f, "--cfg-scale must be >= 0 (0 disables guidance)");
+  if (s.threshold) need(*s.threshold > 0.f && *s.threshold <= 1.f, "--threshold must be in (0, 1]");
+  need(prompt_tokens > 0, "the prompt is empty: give some text to continue");
+  const size_t canvas = prompt_tokens + static_cast<size_t>(s.gen_length);
+  need(canvas <= static_cast<size_t>(config.max_seq_len),
+       "prompt (" + std::to_string(prompt_tokens) + " tokens) + --gen-length " +
+           std::to_string(s.gen_length) + " exceeds the model's max_sequence_length " +
+           std::to_string(config.max_seq_len) + "; shorten one of them");
+}
+
+std::vector<int> transfer_counts(int masked, int steps) {
+  std::vector<int> counts(steps, masked / steps);
+  for (int j = 0; j < masked % steps; j++) counts[j]++;
+  return counts;
+}
+
+int commit_count(const std::vector<float>& conf, int scheduled, std::optional<float> threshold) {
+  int n = scheduled;
+  if (threshold) {
+    const int above = static_cast<int>(
+        std::count_if(conf.begin(), conf.end(), [&](float c) { return c >= *threshold; }));
+    n = std::max({n, above, 1});
+  }
+  return std::min(n, static_cast<int>(conf.size()));
+}
+
+Sampler::Sampler(std::vector<int32_t> prompt, const GenerationSettings& settings,
+                 const ModelConfig& config)
+    : settings_(settings),
+      mask_id_(config.mask_token_id),
+      eos_id_(config.eos_token_id),
+      stop_ids_(config.stop_token_ids),
+      prompt_length_(static_cast<int>(prompt.size())),
+      canvas_(std::move(prompt)) {
+  validate_settings(settings, canvas_.size(), config);
+  canvas_.resize(canvas_.size() + settings.gen_length, mask_id_);
+  n_blocks_ = settings.gen_length / settings.block_length;
+  steps_per_block_ = settings.steps / n_blocks_;
+  advance();
+}
+
+std::vector<int32_t> Sampler::unconditional_canvas() const {
+  std::vector<int32_t> u = canvas_;
+  std::fill(u.begin(), u.begin() + prompt_length_, mask_id_);
+  return u;
+}
+
+PickParams Sampler::pick_params(int32_t position) const {
+  PickParams p;
+  p.seed = settings_.seed;
+  p.step = static_cast<uint32_t>(step_);
+  p.position = static_cast<uint32_t>(position);
+  p.temperature = settings_.temperature;
+  p.top_k = settings_.top_k;
+  p.top_p = settings_.top_p;
+  p.cfg_scale = settings_.cfg_scale;
+  return p;
+}
+
+void Sampler::advance() {
+  wanted_.clear();
+  while (!done_) {
+    if (block_ >= 0 && block_step_ < steps_per_block_) {
+      const int lo = prompt_length_ + block_ * settings_.block_length;
+      for (int i = lo; i < lo + settings_.block_length; i++)
+        if (canvas_[i] == mask_id_) wanted_.push_back(i);
+      if (!wanted_.empty()) return;
+    }
+    // Next block: its schedule comes from the masks it holds at its start.
+    block_++;
+    block_step_ = 0;
+    if (block_ >= n_blocks_) {
+      done_ = true;
+      return;
+    }
+    const int lo = prompt_length_ + block_ * settings_.block_length;
+    const int masked = static_cast<int>(
+        std::count(canvas_.begin() + lo, canvas_.begin() + lo + settings_.block_length, mask_id_));
+    schedule_ = transfer_counts(masked, steps_per_block_);
+  }
+}
+
+void Sampler::commit(const std::vector<PickResult>& picks) {
+  UNMASK_CHECK(!done_ && picks.size() == wanted_.size(), "commit without a pending step");
+  const size_t n_masked = wanted_.size();
+  std::vector<float> conf(n_masked);
+  for (size_t i = 0; i < n_masked; i++) {
+    conf[i] = settings_.remasking == Remasking::LowConfidence
+                  ? picks[i].prob
+                  : static_cast<float>(noise_uniform(noise_bits(
+                        settings_.seed, kStreamRemaskRandom, static_cast<uint32_t>(step_),
+                        static_cast<uint32_t>(wanted_[i]), 0)));
+  }
+  const int n = commit_count(conf, schedule_[block_step_], settings_.threshold);
+  // Highest confidence first; ties: lowest position (wanted_ is in position order).
+  std::vector<size_t> order(n_masked);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return conf[a] > conf[b]; });
+  for (int i = 0; i < n; i++) canvas_[wanted_[order[i]]] = picks[order[i]].token;
+
+  step_++;
+  block_step_++;
+  if (settings_.eos_stop && text_is_final()) {
+    for (size_t i = prompt_length_; i < canvas_.size(); i++)
+      if (canvas_[i] == mask_id_) canvas_[i] = eos_id_;
+    stopped_early_ = true;
+    done_ = true;
+    wanted_.clear();
+    return;
+  }
+  advance();
+}
+
+bool Sampler::text_is_final() {
+  for (size_t i = prompt_length_; i < canvas_.size(); i++) {
+    if (canvas_[i] == mask_id_) return false;
+    if (std::find(stop_ids_.begin(), stop_ids_.end(), canvas_[i]) != stop_ids_.end()) {
+      // Finishing early matters only when masks remain after the stop token.
+      return std::find(canvas_.begin() + i, canvas_.end(), mask_id_) != canvas_.end();
+    }
+  }
+  return false;
+}
+
+std::vector<int32_t> Sampler::answer() const {
+  return std::vector<int32_t>(canvas_.begin() + prompt_length_, canvas_.end());
+}
+
+int text_length(const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids) {
+  for (size_t i = 0; i < answer.size(); i++)
+    if (std::find(stop_ids.begin(), stop_ids.end(), answer[i]) != stop_ids.end())
+      return static_cast<int>(i);
+  return static_cast<int>(answer.size());
+}
+
+}  // namespace unmask

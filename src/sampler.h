@@ -1,0 +1,88 @@
+// The host-side unmasking loop of one request: LLaDA's semi-autoregressive blocks (DESIGN.md §4).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "config.h"
+
+namespace unmask {
+
+enum class Remasking { LowConfidence, Random };
+
+const char* remasking_name(Remasking r);
+Remasking parse_remasking(const std::string& name);  // fail_usage on unknown names
+
+struct GenerationSettings {
+  int gen_length = 128;
+  int steps = 128;
+  int block_length = 32;
+  float temperature = 0.f;
+  int top_k = 0;
+  float top_p = 1.f;
+  Remasking remasking = Remasking::LowConfidence;
+  float cfg_scale = 0.f;
+  std::optional<float> threshold;  // confidence-threshold parallel decoding
+  uint64_t seed = 0;
+  bool eos_stop = true;            // text-preserving early exit
+};
+
+// Checks the settings against each other, the prompt and the model; fail_usage says what to change.
+void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config);
+
+// Per-step counts: k // s each, plus one for the first k % s steps.
+std::vector<int> transfer_counts(int masked, int steps);
+
+// How many of the masked positions (confidences `conf`, any order) to commit this step.
+int commit_count(const std::vector<float>& conf, int scheduled, std::optional<float> threshold);
+
+class Sampler {
+ public:
+  Sampler(std::vector<int32_t> prompt, const GenerationSettings& settings, const ModelConfig& config);
+
+  bool done() const { return done_; }
+  // The canvas to evaluate this step (prompt followed by the answer, masks included).
+  const std::vector<int32_t>& canvas() const { return canvas_; }
+  // The same canvas with the prompt masked: the unconditional input of classifier-free guidance.
+  std::vector<int32_t> unconditional_canvas() const;
+  bool uses_cfg() const { return settings_.cfg_scale > 0.f; }
+  // Canvas positions whose logits this step needs (masked positions of the current block).
+  const std::vector<int32_t>& wanted() const { return wanted_; }
+  PickParams pick_params(int32_t position) const;
+  // Applies one step's picks (one per wanted() position, same order).
+  void commit(const std::vector<PickResult>& picks);
+
+  std::vector<int32_t> answer() const;  // the gen_length generated ids
+  int prompt_length() const { return prompt_length_; }
+  int steps_done() const { return step_; }
+  int forwards() const { return step_ * (uses_cfg() ? 2 : 1); }
+  bool stopped_early() const { return stopped_early_; }
+  const GenerationSettings& settings() const { return settings_; }
+
+ private:
+  void advance();            // moves to the next block with masks, or finishes
+  bool text_is_final();      // an EOS is committed and everything before it is filled
+
+  GenerationSettings settings_;
+  int32_t mask_id_;
+  int32_t eos_id_;
+  std::vector<int32_t> stop_ids_;
+  int prompt_length_;
+  std::vector<int32_t> canvas_;
+  int n_blocks_, steps_per_block_;
+  int block_ = -1;              // current block
+  int block_step_ = 0;          // step inside the current block
+  std::vector<int> schedule_;   // transfer counts of the current block
+  int step_ = 0;                // steps executed so far (the noise key)
+  bool done_ = false;
+  bool stopped_early_ = false;
+  std::vector<int32_t> wanted_;
+};
+
+// Number of answer tokens before the first stop id (the "generated tokens" of the stats).
+int text_length(const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids);
+
+}  // namespace unmask

@@ -1,0 +1,71 @@
+// Sentencepiece-backed Tokenizer and the loader that chooses a tokenizer from a model directory.
+#include "tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "common.h"
+
+namespace unmask {
+namespace {
+
+class SentencePieceTokenizer final : public Tokenizer {
+ public:
+  explicit SentencePieceTokenizer(const std::string& path) {
+    const auto status = processor_.Load(path);
+    if (!status.ok()) fail_input(path + ": not a valid sentencepiece model (" + status.ToString() + ")");
+  }
+  std::string kind() const override { return "sentencepiece"; }
+  std::vector<int32_t> encode(const std::string& text) const override {
+    std::vector<int> ids;
+    const auto status = processor_.Encode(text, &ids);
+    if (!status.ok()) fail_runtime("tokenizer: cannot encode the prompt (" + status.ToString() + ")");
+    return std::vector<int32_t>(ids.begin(), ids.end());
+  }
+  std::string decode(const std::vector<int32_t>& ids) const override {
+    std::vector<int> in;
+    in.reserve(ids.size());
+    for (int32_t id : ids)
+      if (id >= 0 && id < processor_.GetPieceSize()) in.push_back(id);
+    std::string text;
+    const auto status = processor_.Decode(in, &text);
+    if (!status.ok()) fail_runtime("tokenizer: cannot decode (" + status.ToString() + ")");
+    return text;
+  }
+  std::string piece(int32_t id) const override {
+    if (id < 0 || id >= processor_.GetPieceSize()) return "<" + std::to_string(id) + ">";
+    return processor_.IdToPiece(id);
+  }
+  int32_t piece_to_id(const std::string& piece) const override {
+    const int id = processor_.PieceToId(piece);
+    // sentencepiece maps unknown pieces to unk; tell them apart from a real unk lookup.
+    if (id == processor_.unk_id() && piece != processor_.IdToPiece(id)) return -1;
+    return id;
+  }
+  int32_t vocab_size() const override { return processor_.GetPieceSize(); }
+
+ private:
+  sentencepiece::SentencePieceProcessor processor_;
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  const fs::path sp = fs::path(model_dir) / "tokenizer.model";
+  if (fs::exists(sp)) return std::make_unique<SentencePieceTokenizer>(sp.string());
+  if (fs::exists(fs::path(model_dir) / "tokenizer.json") || fs::exists(fs::path(model_dir) / "vocab.json"))
+    fail_input(model_dir + ": byte-level BPE tokenizers (tokenizer.json / vocab.json) are not supported "
+               "yet; this unmask reads sentencepiece tokenizer.model");
+  fail_input(model_dir + ": no tokenizer found (expected tokenizer.model)");
+}
+
+std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& ids,
+                        const std::vector<int32_t>& stop_ids) {
+  auto end = std::find_first_of(ids.begin(), ids.end(), stop_ids.begin(), stop_ids.end());
+  return tokenizer.decode(std::vector<int32_t>(ids.begin(), end));
+}
+
+}  // namespace unmask

@@ -1,0 +1,69 @@
+// Helpers shared by the tests: fixture paths, JSON loading, relative error, running the CLI.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <sys/wait.h>
+#include <vector>
+
+namespace unmask::test {
+
+inline std::string fixture(const std::string& name) {
+  return std::string(UNMASK_FIXTURES_DIR) + "/" + name;
+}
+
+inline nlohmann::json load_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open fixture " + path);
+  return nlohmann::json::parse(in);
+}
+
+// max |a - b| / max |b|: the error relative to the row's scale, robust to entries near zero.
+inline double relative_error(const std::vector<float>& a, const std::vector<double>& b) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < b.size(); i++) {
+    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(b[i]));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs the unmask binary with `args` (a shell fragment); stdin from `input` when not empty.
+inline CommandResult run_unmask(const std::string& args, const std::string& input = "") {
+  static int counter = 0;
+  const std::string base = "/tmp/unmask_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+  std::string cmd = std::string(UNMASK_BINARY) + " " + args;
+  if (!input.empty()) {
+    std::ofstream(base + ".in") << input;
+    cmd += " < " + base + ".in";
+  } else {
+    cmd += " < /dev/null";
+  }
+  cmd += " > " + base + ".out 2> " + base + ".err";
+  const int status = std::system(cmd.c_str());
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  r.out = slurp(base + ".out");
+  r.err = slurp(base + ".err");
+  std::remove((base + ".in").c_str());
+  std::remove((base + ".out").c_str());
+  std::remove((base + ".err").c_str());
+  return r;
+}
+
+}  // namespace unmask::test

@@ -1,0 +1,229 @@
+// config.json tests: the real LLaDA-8B config, GQA, tying, defaults, and each bad key.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+#include "common.h"
+#include "config.h"
+
+using nlohmann::json;
+
+namespace {
+
+// The config.json of GSAI-ML/LLaDA-8B-Instruct, with its many unused OLMo keys.
+json llada_8b() {
+  return json::parse(R"({
+    "activation_type": "silu", "alibi": false, "alibi_bias_max": 8.0,
+    "architectures": ["LLaDAModelLM"], "attention_dropout": 0.0, "attention_layer_norm": false,
+    "attention_layer_norm_with_affine": true,
+    "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig",
+                 "AutoModel": "modeling_llada.LLaDAModelLM"},
+    "bias_for_layer_norm": false, "block_group_size": 1, "block_type": "llama",
+    "d_model": 4096, "embedding_dropout": 0.0, "embedding_size": 126464, "eos_token_id": 126081,
+    "flash_attention": false, "include_bias": false, "include_qkv_bias": false,
+    "init_cutoff_factor": null, "init_device": "meta", "init_fn": "mitchell", "init_std": 0.02,
+    "input_emb_norm": false, "layer_norm_type": "rms", "layer_norm_with_affine": true,
+    "mask_token_id": 126336, "max_sequence_length": 4096, "mlp_hidden_size": 12288,
+    "mlp_ratio": 4, "model_type": "llada", "multi_query_attention": null, "n_heads": 32,
+    "n_kv_heads": 32, "n_layers": 32, "pad_token_id": 126081, "precision": "amp_bf16",
+    "residual_dropout": 0.0, "rms_norm_eps": 1e-05, "rope": true, "rope_full_precision": true,
+    "rope_theta": 500000.0, "scale_logits": false, "transformers_version": "4.46.3",
+    "use_cache": false, "vocab_size": 126464, "weight_tying": false
+  })");
+}
+
+// The smallest config that names every required key.
+json minimal() {
+  return json{{"model_type", "llada"}, {"d_model", 64},      {"n_heads", 4},
+              {"n_layers", 2},         {"mlp_hidden_size", 128}, {"vocab_size", 100},
+              {"mask_token_id", 99},   {"eos_token_id", 1}};
+}
+
+const char* kPath = "models/x/config.json";
+
+void check_config_error(const json& j, const char* phrase) {
+  INFO("config: ", j.dump());
+  CHECK_THROWS_WITH_AS(unmask::parse_config(j, kPath), doctest::Contains(phrase), unmask::Error);
+  try {
+    unmask::parse_config(j, kPath);
+  } catch (const unmask::Error& e) {
+    CHECK(e.exit_code() == unmask::kExitBadInput);
+    CHECK(std::string(e.what()).rfind(std::string(kPath) + ": ", 0) == 0);
+  }
+}
+
+json with(json j, const std::string& key, const json& value) {
+  j[key] = value;
+  return j;
+}
+json without(json j, const std::string& key) {
+  j.erase(key);
+  return j;
+}
+
+}  // namespace
+
+TEST_CASE("config: the LLaDA-8B config") {
+  unmask::ModelConfig c = unmask::parse_config(llada_8b(), kPath);
+  CHECK(c.path == kPath);
+  CHECK(c.family == "llada");
+  CHECK(c.d_model == 4096);
+  CHECK(c.n_heads == 32);
+  CHECK(c.n_kv_heads == 32);
+  CHECK(c.head_dim == 128);
+  CHECK(c.n_layers == 32);
+  CHECK(c.mlp_hidden == 12288);
+  CHECK(c.vocab_size == 126464);
+  CHECK(c.embedding_size == 126464);
+  CHECK(c.max_seq_len == 4096);
+  CHECK(c.mask_token_id == 126336);
+  CHECK(c.eos_token_id == 126081);
+  CHECK(c.stop_token_ids == std::vector<int32_t>{126081});
+  CHECK(c.rope_theta == 500000.0);
+  CHECK(c.rms_eps == doctest::Approx(1e-5));
+  CHECK_FALSE(c.weight_tying);
+  CHECK_FALSE(c.include_bias);
+  CHECK_FALSE(c.include_qkv_bias);
+  CHECK(c.defaults.gen_length == 0);
+  CHECK(c.defaults.steps == 0);
+  CHECK(c.defaults.block_length == 0);
+}
+
+TEST_CASE("config: defaults, GQA, tying, eot and unmask_defaults") {
+  unmask::ModelConfig c = unmask::parse_config(minimal(), kPath);
+  CHECK(c.n_kv_heads == 4);
+  CHECK(c.head_dim == 16);
+  CHECK(c.embedding_size == 100);
+  CHECK(c.max_seq_len == 4096);
+  CHECK(c.rope_theta == 10000.0);
+  CHECK(c.rms_eps == doctest::Approx(1e-5));
+  CHECK_FALSE(c.weight_tying);
+
+  json j = minimal();
+  j["n_kv_heads"] = 2;
+  j["weight_tying"] = true;
+  j["include_qkv_bias"] = true;
+  j["embedding_size"] = 128;
+  j["eot_token_id"] = 120;
+  j["rope_theta"] = 1000000;  // an integer where a number is expected is fine
+  j["rms_norm_eps"] = 1e-6;
+  j["unmask_defaults"] = {{"gen_length", 128}, {"steps", 64}, {"block_length", 32}};
+  c = unmask::parse_config(j, kPath);
+  CHECK(c.n_kv_heads == 2);
+  CHECK(c.weight_tying);
+  CHECK(c.include_qkv_bias);
+  CHECK(c.embedding_size == 128);
+  CHECK(c.stop_token_ids == std::vector<int32_t>{1, 120});
+  CHECK(c.rope_theta == 1e6);
+  CHECK(c.rms_eps == doctest::Approx(1e-6));
+  CHECK(c.defaults.gen_length == 128);
+  CHECK(c.defaults.steps == 64);
+  CHECK(c.defaults.block_length == 32);
+
+  // Family from "architectures" when model_type is absent; null means "use the default".
+  j = without(minimal(), "model_type");
+  j["architectures"] = {"Other", "LLaDAModelLM"};
+  j["n_kv_heads"] = nullptr;
+  c = unmask::parse_config(j, kPath);
+  CHECK(c.family == "llada");
+  CHECK(c.n_kv_heads == 4);
+}
+
+TEST_CASE("config: model family errors") {
+  check_config_error(with(minimal(), "model_type", "dream"),
+                     "models/x/config.json: unsupported model_type 'dream' (supported: llada)");
+  check_config_error(with(minimal(), "model_type", 3), "key 'model_type' must be a string (got 3)");
+  check_config_error(without(minimal(), "model_type"), "no 'model_type'");
+  check_config_error(with(without(minimal(), "model_type"), "architectures", {"LlamaForCausalLM"}),
+                     "'architectures' does not list LLaDAModelLM");
+  check_config_error(json::array(), "not a JSON object");
+  check_config_error(with(minimal(), "alibi", true), "key 'alibi' is unsupported unless false (got true)");
+  check_config_error(with(minimal(), "rope", false), "key 'rope' is unsupported unless true");
+  check_config_error(with(minimal(), "block_type", "sequential"),
+                     "key 'block_type' is unsupported unless \"llama\" (got \"sequential\")");
+  check_config_error(with(minimal(), "layer_norm_type", "default"), "key 'layer_norm_type'");
+  check_config_error(with(minimal(), "activation_type", "gelu"), "key 'activation_type'");
+}
+
+TEST_CASE("config: missing and mistyped keys") {
+  for (const char* key : {"d_model", "n_heads", "n_layers", "mlp_hidden_size", "vocab_size",
+                          "mask_token_id", "eos_token_id"}) {
+    CAPTURE(key);
+    check_config_error(without(minimal(), key), (std::string("missing required key '") + key + "'").c_str());
+  }
+  check_config_error(with(minimal(), "n_heads", "eight"),
+                     "models/x/config.json: key 'n_heads' must be a positive integer (got \"eight\")");
+  check_config_error(with(minimal(), "n_heads", 0), "key 'n_heads' must be a positive integer (got 0)");
+  check_config_error(with(minimal(), "d_model", -64), "key 'd_model' must be a positive integer (got -64)");
+  check_config_error(with(minimal(), "d_model", 64.0), "key 'd_model' must be a positive integer (got 64.0)");
+  check_config_error(with(minimal(), "d_model", true), "key 'd_model' must be a positive integer (got true)");
+  check_config_error(with(minimal(), "n_layers", 1ll << 40), "key 'n_layers' must be at most 2147483647");
+  check_config_error(with(minimal(), "mlp_hidden_size", json::array()), "(got an array)");
+  check_config_error(with(minimal(), "n_kv_heads", 0), "key 'n_kv_heads' must be a positive integer");
+  check_config_error(with(minimal(), "max_sequence_length", "4k"), "key 'max_sequence_length'");
+  check_config_error(with(minimal(), "embedding_size", -1), "key 'embedding_size'");
+  check_config_error(with(minimal(), "rope_theta", 0), "key 'rope_theta' must be a positive number (got 0)");
+  check_config_error(with(minimal(), "rope_theta", "1e4"), "key 'rope_theta' must be a positive number");
+  check_config_error(with(minimal(), "rms_norm_eps", -1e-5), "key 'rms_norm_eps' must be a positive number");
+  check_config_error(with(minimal(), "weight_tying", 1), "key 'weight_tying' must be true or false (got 1)");
+  check_config_error(with(minimal(), "include_qkv_bias", "no"), "key 'include_qkv_bias' must be true or false");
+  check_config_error(with(minimal(), "include_bias", true), "key 'include_bias' = true is unsupported");
+}
+
+TEST_CASE("config: inconsistent sizes and token ids") {
+  check_config_error(with(minimal(), "n_heads", 3), "key 'n_heads' (3) must divide d_model (64)");
+  check_config_error(with(with(minimal(), "d_model", 36), "n_heads", 4), "odd head_dim");
+  check_config_error(with(minimal(), "n_kv_heads", 3), "key 'n_kv_heads' (3) must divide n_heads (4)");
+  check_config_error(with(minimal(), "embedding_size", 50),
+                     "key 'vocab_size' (100) must not exceed embedding_size (50)");
+  check_config_error(with(minimal(), "mask_token_id", 100),
+                     "key 'mask_token_id' must be below embedding_size (100) (got 100)");
+  check_config_error(with(minimal(), "mask_token_id", -1),
+                     "key 'mask_token_id' must be a non-negative integer (got -1)");
+  check_config_error(with(minimal(), "eos_token_id", "2"), "key 'eos_token_id' must be a non-negative integer");
+  check_config_error(with(minimal(), "eot_token_id", 1000), "key 'eot_token_id' must be below embedding_size");
+  check_config_error(with(minimal(), "eos_token_id", 99), "key 'mask_token_id' equals eos_token_id (99)");
+  // A mask id within the padded embedding rows but past vocab_size is allowed.
+  CHECK(unmask::parse_config(with(with(minimal(), "embedding_size", 128), "mask_token_id", 120), kPath)
+            .mask_token_id == 120);
+}
+
+TEST_CASE("config: unmask_defaults") {
+  check_config_error(with(minimal(), "unmask_defaults", 5), "key 'unmask_defaults' must be an object");
+  check_config_error(with(minimal(), "unmask_defaults", {{"gen_lenght", 5}}),
+                     "key 'unmask_defaults.gen_lenght' is unknown");
+  check_config_error(with(minimal(), "unmask_defaults", {{"steps", 0}}),
+                     "key 'unmask_defaults.steps' must be a positive integer (got 0)");
+  unmask::ModelConfig c =
+      unmask::parse_config(with(minimal(), "unmask_defaults", {{"steps", 16}}), kPath);
+  CHECK(c.defaults.steps == 16);
+  CHECK(c.defaults.gen_length == 0);
+}
+
+TEST_CASE("config: load_config reads the file and names it") {
+  std::random_device rd;
+  auto dir = std::filesystem::temp_directory_path() /
+             ("unmask_cfg_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "config.json").string();
+  auto write = [&](const std::string& text) { std::ofstream(path) << text; };
+
+  write(llada_8b().dump(2));
+  CHECK(unmask::load_config(path).mask_token_id == 126336);
+  CHECK(unmask::load_config(path).path == path);
+  write("{\"d_model\": ");
+  CHECK_THROWS_WITH_AS(unmask::load_config(path), doctest::Contains((path + ": not valid JSON").c_str()),
+                       unmask::Error);
+  write("");
+  CHECK_THROWS_WITH_AS(unmask::load_config(path), doctest::Contains("not valid JSON"), unmask::Error);
+  CHECK_THROWS_WITH_AS(unmask::load_config((dir / "absent.json").string()),
+                       doctest::Contains("absent.json: cannot open"), unmask::Error);
+  std::filesystem::remove_all(dir);
+}
