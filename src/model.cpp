@@ -24,33 +24,34 @@ int32_t ForwardBatch::add_sequence(const std::vector<int32_t>& canvas) {
 }
 
 namespace {
-Tensor upload(Backend& backend, const Tensor& t, size_t& bytes) {
+Tensor place(Backend& backend, const Tensor& t, size_t& bytes, bool resident) {
   if (!t.data) return t;
   bytes += t.n_bytes();
-  return backend.upload_weight(t);
+  return resident ? t : backend.upload_weight(t);
 }
 }  // namespace
 
-Model::Model(Backend& backend, const ModelConfig& config, const ModelWeights& host)
+Model::Model(Backend& backend, const ModelConfig& config, const ModelWeights& host, bool resident)
     : backend_(backend), config_(config) {
-  weights_.embedding = upload(backend, host.embedding, weight_bytes_);
-  weights_.final_norm = upload(backend, host.final_norm, weight_bytes_);
+  auto upload = [&](const Tensor& t, size_t& bytes) { return place(backend, t, bytes, resident); };
+  weights_.embedding = upload(host.embedding, weight_bytes_);
+  weights_.final_norm = upload(host.final_norm, weight_bytes_);
   weights_.head = host.head.data == host.embedding.data ? weights_.embedding
-                                                        : upload(backend, host.head, weight_bytes_);
+                                                        : upload(host.head, weight_bytes_);
   for (const LayerWeights& l : host.layers) {
     LayerWeights d;
-    d.attn_norm = upload(backend, l.attn_norm, weight_bytes_);
-    d.wq = upload(backend, l.wq, weight_bytes_);
-    d.wk = upload(backend, l.wk, weight_bytes_);
-    d.wv = upload(backend, l.wv, weight_bytes_);
-    d.bq = upload(backend, l.bq, weight_bytes_);
-    d.bk = upload(backend, l.bk, weight_bytes_);
-    d.bv = upload(backend, l.bv, weight_bytes_);
-    d.wo = upload(backend, l.wo, weight_bytes_);
-    d.ffn_norm = upload(backend, l.ffn_norm, weight_bytes_);
-    d.w_gate = upload(backend, l.w_gate, weight_bytes_);
-    d.w_up = upload(backend, l.w_up, weight_bytes_);
-    d.w_down = upload(backend, l.w_down, weight_bytes_);
+    d.attn_norm = upload(l.attn_norm, weight_bytes_);
+    d.wq = upload(l.wq, weight_bytes_);
+    d.wk = upload(l.wk, weight_bytes_);
+    d.wv = upload(l.wv, weight_bytes_);
+    d.bq = upload(l.bq, weight_bytes_);
+    d.bk = upload(l.bk, weight_bytes_);
+    d.bv = upload(l.bv, weight_bytes_);
+    d.wo = upload(l.wo, weight_bytes_);
+    d.ffn_norm = upload(l.ffn_norm, weight_bytes_);
+    d.w_gate = upload(l.w_gate, weight_bytes_);
+    d.w_up = upload(l.w_up, weight_bytes_);
+    d.w_down = upload(l.w_down, weight_bytes_);
     weights_.layers.push_back(d);
   }
 }

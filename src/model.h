@@ -26,8 +26,10 @@ struct ForwardBatch {
 
 class Model {
  public:
-  // Uploads the weights once (CPU: keeps the mmap views).
-  Model(Backend& backend, const ModelConfig& config, const ModelWeights& host_weights);
+  // Uploads the weights once (CPU: keeps the mmap views). resident: the weights already live in
+  // backend memory (synthetic models from Backend::random_weight) and are used as they are.
+  Model(Backend& backend, const ModelConfig& config, const ModelWeights& host_weights,
+        bool resident = false);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;

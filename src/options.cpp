@@ -3,7 +3,7 @@
 
 namespace unmask {
 
-void add_common_options(CLI::App& app, CommonOptions& o) {
+void add_common_options(CLI::App& app, CommonOptions& o, const std::vector<std::string>& formats) {
   app.add_option("-m,--model", o.model,
                  "Model directory (config.json, *.safetensors, tokenizer); default: $UNMASK_MODEL, "
                  "else the bundled model");
@@ -13,9 +13,14 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option("--threads", o.threads, "CPU threads (0: OMP_NUM_THREADS or all cores)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--format", o.format, "Output format: text or json")
-      ->check(CLI::IsMember({"text", "json"}))
-      ->capture_default_str();
+  if (!formats.empty()) {
+    std::string names;
+    for (const std::string& f : formats) names += (names.empty() ? "" : ", ") + f;
+    o.format = formats.front();
+    app.add_option("--format", o.format, "Output format: " + names)
+        ->check(CLI::IsMember(formats))
+        ->capture_default_str();
+  }
   app.add_flag("-q,--quiet", o.quiet, "No stats or progress on stderr");
 }
 

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "config.h"
 #include "sampler.h"
@@ -32,7 +33,9 @@ struct GenerationOptions {
   bool no_eos_stop = false;
 };
 
-void add_common_options(CLI::App& app, CommonOptions& o);
+// `formats`: the choices of --format, the first being the default; empty: no --format option.
+void add_common_options(CLI::App& app, CommonOptions& o,
+                        const std::vector<std::string>& formats = {"text", "json"});
 void add_generation_options(CLI::App& app, GenerationOptions& o);
 
 // Defaults: gen-length from config.json's "unmask_defaults" else 128; block-length from there

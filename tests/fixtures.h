@@ -43,7 +43,8 @@ struct CommandResult {
 inline CommandResult run_unmask(const std::string& args, const std::string& input = "") {
   static int counter = 0;
   const std::string base = "/tmp/unmask_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
-  std::string cmd = std::string(UNMASK_BINARY) + " " + args;
+  // note: UNMASK_MODEL is cleared so tests see the documented default-model search.
+  std::string cmd = "env -u UNMASK_MODEL " + std::string(UNMASK_BINARY) + " " + args;
   if (!input.empty()) {
     std::ofstream(base + ".in") << input;
     cmd += " < " + base + ".in";

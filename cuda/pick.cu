@@ -1,0 +1,319 @@
+// pick: one thread block per logits row reduces it to a PickResult (CFG, bans, top-k/top-p, Gumbel).
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "common.cuh"
+#include "pick_select.h"
+
+namespace unmask::cuda {
+namespace {
+
+using namespace unmask::pick;
+
+constexpr int kThreads = cuda_plan::kPickThreads;
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+struct Top2 {
+  float t1, t2;
+};
+struct SumPair {
+  double sum, tsum;  // sum exp(x - max), sum exp(x - max) * (x - max)
+};
+
+__device__ __forceinline__ float shfl(float x, int o) { return __shfl_xor_sync(kFullMask, x, o); }
+__device__ __forceinline__ double shfl(double x, int o) { return __shfl_xor_sync(kFullMask, x, o); }
+__device__ __forceinline__ int32_t shfl(int32_t x, int o) { return __shfl_xor_sync(kFullMask, x, o); }
+__device__ __forceinline__ Top2 shfl(Top2 x, int o) { return {shfl(x.t1, o), shfl(x.t2, o)}; }
+__device__ __forceinline__ SumPair shfl(SumPair x, int o) { return {shfl(x.sum, o), shfl(x.tsum, o)}; }
+__device__ __forceinline__ Best shfl(Best x, int o) {
+  Best b;
+  b.score = shfl(x.score, o);
+  b.index = shfl(x.index, o);
+  b.value = shfl(x.value, o);
+  return b;
+}
+
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+struct Top2Op {
+  __device__ Top2 operator()(Top2 a, Top2 b) const {
+    top2_push(b.t1, a.t1, a.t2);
+    top2_push(b.t2, a.t1, a.t2);
+    return a;
+  }
+};
+struct SumOp {
+  __device__ SumPair operator()(SumPair a, SumPair b) const { return {a.sum + b.sum, a.tsum + b.tsum}; }
+};
+struct BestOp {
+  __device__ Best operator()(Best a, Best b) const {
+    merge_best(a, b);
+    return a;
+  }
+};
+
+// Everything the block shares; `slots` is the per-warp scratch of block_reduce.
+struct Shared {
+  uint32_t hist[kBins];
+  unsigned long long mass[kBins];
+  alignas(16) unsigned char slots[kWarps * 16];
+  RankSelect rank;
+  MassSelect mass_select;
+  bool ok;
+};
+
+// Reduction over the block in a fixed order (deterministic); every thread gets the result.
+template <class T, class Op>
+__device__ T block_reduce(T v, Op op, Shared& sh) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, shfl(v, o));
+  T* slots = reinterpret_cast<T*>(sh.slots);
+  __syncthreads();  // the previous reduction's readers are done with the slots
+  if ((threadIdx.x & 31) == 0) slots[threadIdx.x >> 5] = v;
+  __syncthreads();
+  T r = slots[0];
+  for (int w = 1; w < kWarps; w++) r = op(r, slots[w]);
+  return r;
+}
+
+// One row's view: CFG-combined, banned tokens at -inf.
+struct Row {
+  const float* cond;
+  const float* uncond;  // null without CFG
+  float w1;
+  const int32_t* banned;  // shared memory
+  int n_banned;
+
+  __device__ float operator()(int v) const {
+    float x = uncond ? cfg_combine(cond[v], uncond[v], w1) : cond[v];
+    for (int i = 0; i < n_banned; i++)
+      if (banned[i] == v) x = -INFINITY;
+    return x;
+  }
+};
+
+// Histogram of digit `level` over the running candidates. key_of(v, &key) says whether v is a
+// candidate and gives its key. Counts are aggregated per warp (logits share their top digits,
+// so one bin takes most adds).
+template <class KeyOf>
+__device__ void histogram(int vocab, int level, uint32_t prefix, KeyOf key_of, Shared& sh) {
+  for (int b = threadIdx.x; b < kBins; b += kThreads) sh.hist[b] = 0;
+  __syncthreads();
+  const int end = (vocab + kThreads - 1) / kThreads * kThreads;  // whole warps stay in the loop
+  for (int v = threadIdx.x; v < end; v += kThreads) {
+    uint32_t key = 0;
+    const bool active = v < vocab && key_of(v, key) && in_running(level, prefix, key);
+    const int d = active ? digit_of(level, key) : -1;
+    const unsigned group = __match_any_sync(kFullMask, d);
+    if (active && static_cast<int>(threadIdx.x & 31) == __ffs(group) - 1)
+      atomicAdd(&sh.hist[d], static_cast<uint32_t>(__popc(group)));
+  }
+  __syncthreads();
+}
+
+// Radix select (rank_step per digit); false only on an internal inconsistency.
+template <class KeyOf>
+__device__ bool rank_select(int vocab, uint32_t rank, KeyOf key_of, Shared& sh, RankSelect& out) {
+  if (threadIdx.x == 0) {
+    sh.rank = RankSelect{};
+    sh.rank.rank = rank;
+    sh.ok = true;
+  }
+  __syncthreads();
+  for (int level = 0; level < kLevels; level++) {
+    const uint32_t prefix = sh.rank.prefix;
+    histogram(vocab, level, prefix, key_of, sh);
+    if (threadIdx.x == 0 && sh.ok) sh.ok = rank_step(sh.rank, sh.hist);
+    __syncthreads();
+  }
+  out = sh.rank;
+  const bool ok = sh.ok;
+  __syncthreads();  // thread 0 may reset sh.rank in the next call
+  return ok;
+}
+
+// Index of the tie of rank `rank` (ascending index) among candidates with key `tie_key` inside
+// `within`: a radix select on ~index.
+__device__ uint32_t select_tie(int vocab, const Row& row, uint32_t tie_key, const Boundary& within,
+                               uint32_t rank, Shared& sh, bool& ok) {
+  RankSelect rs;
+  ok = rank_select(
+      vocab, rank,
+      [&](int v, uint32_t& ikey) {
+        const uint32_t key = order_key(row(v));
+        ikey = ~static_cast<uint32_t>(v);
+        return key == tie_key && keeps(within, key, static_cast<uint32_t>(v));
+      },
+      sh, rs);
+  return ~rs.prefix;
+}
+
+// Top-p descent over the candidates inside `top_k`; returns the state after the last level.
+__device__ MassSelect mass_select(int vocab, const Row& row, const Boundary& top_k, float mx,
+                                  double kept_sum, uint64_t target, Shared& sh) {
+  if (threadIdx.x == 0) sh.mass_select = MassSelect{};
+  __syncthreads();
+  MassSelect ms;
+  for (int level = 0; level < kLevels; level++) {
+    const uint32_t prefix = sh.mass_select.prefix;
+    for (int b = threadIdx.x; b < kBins; b += kThreads) sh.hist[b] = 0, sh.mass[b] = 0;
+    __syncthreads();
+    for (int v = threadIdx.x; v < vocab; v += kThreads) {
+      const float x = row(v);
+      const uint32_t key = order_key(x);
+      if (!keeps(top_k, key, static_cast<uint32_t>(v)) || !in_running(level, prefix, key)) continue;
+      const int d = digit_of(level, key);
+      atomicAdd(&sh.hist[d], 1u);
+      // note: fixed point makes the bin sums exact, so atomics in any order give one answer.
+      const uint64_t fixed = to_fixed(exp(static_cast<double>(x) - mx) / kept_sum);
+      if (fixed) atomicAdd(&sh.mass[d], static_cast<unsigned long long>(fixed));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      mass_step(sh.mass_select, sh.hist, reinterpret_cast<const uint64_t*>(sh.mass), target);
+    }
+    __syncthreads();
+    ms = sh.mass_select;
+    if (!ms.found) break;  // block-uniform
+  }
+  __syncthreads();
+  return ms;
+}
+
+__global__ void __launch_bounds__(kThreads)
+pick_kernel(const float* logits, int64_t ld, const float* uncond, int64_t uncond_ld, int vocab,
+            const PickParams* params, const int32_t* banned, int n_banned, PickResult* out) {
+  // note: raw storage, as __shared__ variables cannot have constructors.
+  __shared__ alignas(16) unsigned char sh_raw[sizeof(Shared)];
+  Shared& sh = *reinterpret_cast<Shared*>(sh_raw);
+  extern __shared__ int32_t banned_sm[];
+  const int r = blockIdx.x;
+  const PickParams p = params[r];
+  for (int i = threadIdx.x; i < n_banned; i += kThreads) banned_sm[i] = banned[i];
+  Row row;
+  row.cond = logits + r * ld;
+  row.uncond = (p.cfg_scale > 0.f && uncond) ? uncond + static_cast<int64_t>(p.uncond_row) * uncond_ld
+                                              : nullptr;
+  row.w1 = p.cfg_scale + 1.f;
+  row.banned = banned_sm;
+  row.n_banned = n_banned;
+  __syncthreads();
+
+  const bool use_top_k = p.top_k > 0 && p.top_k < vocab;
+  const bool use_top_p = p.top_p > 0.f && p.top_p < 1.f;
+  const bool filtered = use_top_k || use_top_p;
+
+  // Pass 1: max, top two, and the winner when nothing is filtered.
+  float mx = -INFINITY;
+  Top2 top2 = {-INFINITY, -INFINITY};
+  Best best;
+  for (int v = threadIdx.x; v < vocab; v += kThreads) {
+    const float x = row(v);
+    mx = fmaxf(mx, x);
+    top2_push(x, top2.t1, top2.t2);
+    if (!filtered && x != -INFINITY) {
+      const float s = pick_score(x, p, static_cast<uint32_t>(v));
+      if (beats(s, v, best)) best = {s, v, x};
+    }
+  }
+  mx = block_reduce(mx, MaxOp{}, sh);
+  top2 = block_reduce(top2, Top2Op{}, sh);
+  if (!filtered) best = block_reduce(best, BestOp{}, sh);
+  if (mx == -INFINITY) {  // every token banned: the host reports it
+    if (threadIdx.x == 0) out[r] = PickResult{};
+    return;
+  }
+
+  // Pass 2: the softmax normaliser and the entropy's sum.
+  SumPair sums = {0.0, 0.0};
+  for (int v = threadIdx.x; v < vocab; v += kThreads) {
+    const double d = static_cast<double>(row(v)) - mx;
+    const double e = exp(d);
+    if (e > 0) {
+      sums.sum += e;
+      sums.tsum += e * d;
+    }
+  }
+  sums = block_reduce(sums, SumOp{}, sh);
+
+  bool ok = true;
+  if (filtered) {
+    Boundary top_k, top_p;
+    if (use_top_k) {
+      RankSelect rs;
+      ok = rank_select(
+          vocab, static_cast<uint32_t>(p.top_k - 1),
+          [&](int v, uint32_t& key) {
+            key = order_key(row(v));
+            return true;
+          },
+          sh, rs);
+      top_k.key = rs.prefix;
+      if (ok && rs.rank + 1 < rs.count) top_k.index = select_tie(vocab, row, rs.prefix, Boundary{}, rs.rank, sh, ok);
+    }
+    if (ok && use_top_p) {
+      double kept_sum = sums.sum;
+      if (use_top_k) {
+        double s = 0;
+        for (int v = threadIdx.x; v < vocab; v += kThreads) {
+          const float x = row(v);
+          if (keeps(top_k, order_key(x), static_cast<uint32_t>(v))) s += exp(static_cast<double>(x) - mx);
+        }
+        kept_sum = block_reduce(s, [](double a, double b) { return a + b; }, sh);
+      }
+      const MassSelect ms = mass_select(vocab, row, top_k, mx, kept_sum,
+                                        to_fixed(static_cast<double>(p.top_p)), sh);
+      if (ms.found) {
+        const double p_tie = exp(static_cast<double>(key_value(ms.prefix)) - mx) / kept_sum;
+        const uint32_t keep = ties_kept(static_cast<double>(ms.above) / kFixedOne, p_tie, ms.count, p.top_p);
+        top_p.key = ms.prefix;
+        if (keep < ms.count) top_p.index = select_tie(vocab, row, ms.prefix, top_k, keep - 1, sh, ok);
+      }
+    }
+    // Final pass: the winner among the kept candidates.
+    for (int v = threadIdx.x; v < vocab; v += kThreads) {
+      const float x = row(v);
+      const uint32_t key = order_key(x);
+      if (x == -INFINITY || !keeps(top_k, key, static_cast<uint32_t>(v)) ||
+          !keeps(top_p, key, static_cast<uint32_t>(v)))
+        continue;
+      const float s = pick_score(x, p, static_cast<uint32_t>(v));
+      if (beats(s, v, best)) best = {s, v, x};
+    }
+    best = block_reduce(best, BestOp{}, sh);
+  }
+
+  if (threadIdx.x == 0) {
+    PickResult res;
+    if (ok && best.index >= 0) {
+      const double sum = sums.sum;
+      res.token = best.index;
+      res.prob = static_cast<float>(exp(static_cast<double>(best.value) - mx) / sum);
+      res.margin = static_cast<float>(exp(static_cast<double>(top2.t1) - mx) / sum -
+                                      exp(static_cast<double>(top2.t2) - mx) / sum);
+      res.entropy = static_cast<float>(log(sum) - sums.tsum / sum);
+    }
+    out[r] = res;
+  }
+}
+
+}  // namespace
+
+void pick(Context& ctx, const Tensor& logits, const Tensor* uncond, const PickParams* params,
+          const int32_t* banned, int n_banned, PickResult* out) {
+  if (logits.rows == 0) return;
+  UNMASK_CHECK(logits.dtype == DType::F32 && logits.cols > 0 && logits.cols <= INT32_MAX,
+               "pick: logits must be F32 with 1..2^31 columns");
+  UNMASK_CHECK(!uncond || uncond->cols == logits.cols, "pick: uncond width mismatch");
+  UNMASK_CHECK(logits.rows <= INT32_MAX, "pick: too many rows");
+  const size_t banned_bytes = static_cast<size_t>(n_banned) * sizeof(int32_t);
+  UNMASK_CHECK(banned_bytes + sizeof(Shared) <= 48 * 1024, "pick: " << n_banned << " banned ids is too many");
+  pick_kernel<<<static_cast<unsigned>(logits.rows), kThreads, banned_bytes, ctx.stream>>>(
+      logits.f32(), logits.cols, uncond && uncond->data ? uncond->f32() : nullptr,
+      uncond ? uncond->cols : 0, static_cast<int>(logits.cols), params, banned, n_banned, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace unmask::cuda

@@ -1,0 +1,50 @@
+// The bundled default model in models/: loads, its special ids agree with its tokenizer, and the
+// CLI uses it when no model is given.
+#include <doctest/doctest.h>
+
+#include <cctype>
+#include <sstream>
+
+#include "fixtures.h"
+#include "session.h"
+
+using namespace unmask;
+
+TEST_CASE("bundled model: config, tokenizer and tensors load with consistent special ids") {
+  auto session = open_session(UNMASK_MODELS_DIR, "cpu", 0);
+  const ModelConfig& c = session->config;
+  CHECK(c.family == "llada");
+  CHECK(session->tokenizer->piece_to_id("<|mdm_mask|>") == c.mask_token_id);
+  CHECK(session->tokenizer->piece_to_id("<|endoftext|>") == c.eos_token_id);
+  CHECK(c.mask_token_id != c.eos_token_id);
+  CHECK(session->tokenizer->vocab_size() == c.vocab_size);
+  CHECK(session->weights.embedding.dtype == DType::BF16);
+  CHECK(static_cast<int64_t>(session->weights.layers.size()) == c.n_layers);
+  // The defaults it ships must be a valid combination.
+  CHECK(c.defaults.gen_length > 0);
+  CHECK(c.defaults.gen_length % c.defaults.block_length == 0);
+  CHECK(c.defaults.steps % (c.defaults.gen_length / c.defaults.block_length) == 0);
+  // The mask token must survive a round trip through the tokenizer as one piece.
+  CHECK(session->tokenizer->encode("<|endoftext|>") == std::vector<int32_t>{c.eos_token_id});
+}
+
+TEST_CASE("bundled model is the default and continues a verse with words") {
+  // UNMASK_MODEL unset and no -m: the model next to the build tree is found.
+  const auto r = unmask::test::run_unmask("--format json 'And God said'");
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  const std::string text = j["text"];
+  CHECK(j["stats"]["generated_tokens"].get<int>() > 0);
+  std::istringstream words(text);
+  std::string word;
+  int n_words = 0;
+  while (words >> word) {
+    std::string letters;
+    for (char ch : word)
+      if (std::isalpha(static_cast<unsigned char>(ch))) letters += ch;
+    // Every token of the answer is a word of the corpus or punctuation, never byte soup.
+    for (char ch : word) CHECK_MESSAGE(std::isprint(static_cast<unsigned char>(ch)), text);
+    if (!letters.empty()) n_words++;
+  }
+  CHECK_MESSAGE(n_words >= 3, text);
+}
