@@ -39,6 +39,9 @@ void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const 
   need(s.top_p > 0.f && s.top_p <= 1.f, "--top-p must be in (0, 1] (1 disables it)");
   need(s.cfg_scale >= 0.f, "--cfg-scale must be >= 0 (0 disables guidance)");
   if (s.threshold) need(*s.threshold > 0.f && *s.threshold <= 1.f, "--threshold must be in (0, 1]");
+  if (s.factor) need(*s.factor > 0.f, "--factor must be > 0");
+  need(!(s.threshold && s.factor), "--threshold and --factor are alternative rules: choose one");
+  need(!(s.no_eos && s.eos_last), "--no-eos and --eos-last contradict each other: choose one");
   need(prompt_tokens > 0, "the prompt is empty: give some text to continue");
   const size_t canvas = prompt_tokens + static_cast<size_t>(s.gen_length);
   need(canvas <= static_cast<size_t>(config.max_seq_len),
@@ -53,12 +56,23 @@ std::vector<int> transfer_counts(int masked, int steps) {
   return counts;
 }
 
-int commit_count(const std::vector<float>& conf, int scheduled, std::optional<float> threshold) {
+int commit_count(const std::vector<float>& conf, int scheduled, std::optional<float> threshold,
+                 std::optional<float> factor) {
   int n = scheduled;
   if (threshold) {
     const int above = static_cast<int>(
         std::count_if(conf.begin(), conf.end(), [&](float c) { return c >= *threshold; }));
     n = std::max({n, above, 1});
+  }
+  if (factor && !conf.empty()) {
+    std::vector<float> sorted = conf;
+    std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+    int accepted = 1;  // the most confident always commits
+    for (int k = 2; k <= static_cast<int>(sorted.size()); k++) {
+      if (sorted[k - 1] < 1.f - *factor / static_cast<float>(k + 1)) break;
+      accepted = k;
+    }
+    n = std::max(n, accepted);
   }
   return std::min(n, static_cast<int>(conf.size()));
 }
@@ -130,7 +144,14 @@ void Sampler::commit(const std::vector<PickResult>& picks) {
                         settings_.seed, kStreamRemaskRandom, static_cast<uint32_t>(step_),
                         static_cast<uint32_t>(wanted_[i]), 0)));
   }
-  const int n = commit_count(conf, schedule_[block_step_], settings_.threshold);
+  if (settings_.eos_last) {
+    // Stop tokens rank below every other pick, so they are committed only when the schedule
+    // demands them (LLaDA's low-confidence EOS handling).
+    for (size_t i = 0; i < n_masked; i++)
+      if (std::find(stop_ids_.begin(), stop_ids_.end(), picks[i].token) != stop_ids_.end())
+        conf[i] -= 2.f;  // below every confidence in [0, 1], order among them kept
+  }
+  const int n = commit_count(conf, schedule_[block_step_], settings_.threshold, settings_.factor);
   // Highest confidence first; ties: lowest position (wanted_ is in position order).
   std::vector<size_t> order(n_masked);
   std::iota(order.begin(), order.end(), 0);

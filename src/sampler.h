@@ -25,9 +25,12 @@ struct GenerationSettings {
   float top_p = 1.f;
   Remasking remasking = Remasking::LowConfidence;
   float cfg_scale = 0.f;
-  std::optional<float> threshold;  // confidence-threshold parallel decoding
+  std::optional<float> threshold;  // parallel decoding: commit every confidence >= threshold
+  std::optional<float> factor;     // parallel decoding: the n-th best commits if conf >= 1 - f/(n+1)
   uint64_t seed = 0;
   bool eos_stop = true;            // text-preserving early exit
+  bool no_eos = false;             // EOS/EOT logits -inf: never chosen
+  bool eos_last = false;           // EOS/EOT picks get the lowest confidence: committed last
 };
 
 // Checks the settings against each other, the prompt and the model; fail_usage says what to change.
@@ -36,8 +39,10 @@ void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const 
 // Per-step counts: k // s each, plus one for the first k % s steps.
 std::vector<int> transfer_counts(int masked, int steps);
 
-// How many of the masked positions (confidences `conf`, any order) to commit this step.
-int commit_count(const std::vector<float>& conf, int scheduled, std::optional<float> threshold);
+// How many of the masked positions (confidences `conf`, any order) to commit this step: the
+// scheduled count, raised by the threshold or factor rule when one is set (at least one then).
+int commit_count(const std::vector<float>& conf, int scheduled, std::optional<float> threshold,
+                 std::optional<float> factor = std::nullopt);
 
 class Sampler {
  public:

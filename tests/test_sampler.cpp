@@ -43,6 +43,17 @@ TEST_CASE("threshold rule: the schedule is a floor, the best position always com
   CHECK(commit_count({0.5f}, 0, 0.5f) == 1);     // >= counts
 }
 
+TEST_CASE("factor rule: the n-th best commits while its confidence >= 1 - f/(n+1)") {
+  // f = 1: bounds are 1 - 1/3 = 0.667 (n = 2), 0.75 (n = 3), 0.8 (n = 4).
+  CHECK(commit_count({0.99f, 0.7f, 0.76f, 0.79f}, 0, std::nullopt, 1.f) == 3);  // 4th fails 0.8
+  CHECK(commit_count({0.1f, 0.2f}, 0, std::nullopt, 1.f) == 1);       // first always commits
+  CHECK(commit_count({0.9f, 0.9f, 0.9f}, 0, std::nullopt, 1.f) == 3); // all pass
+  CHECK(commit_count({0.9f, 0.5f, 0.95f}, 0, std::nullopt, 1.f) == 2); // stops at the first failure
+  CHECK(commit_count({0.9f, 0.1f, 0.1f}, 2, std::nullopt, 1.f) == 2);  // schedule floor
+  CHECK(commit_count({0.9f, 0.6f}, 0, std::nullopt, 2.f) == 2);       // f = 2: bound 0.333 for n = 2
+  CHECK(commit_count({0.9f, 0.6f}, 0, std::nullopt, 0.5f) == 1);      // f = 0.5: bound 0.833
+}
+
 TEST_CASE("invalid settings are usage errors that say what to change") {
   const ModelConfig c = small_config();
   GenerationSettings s;
@@ -134,4 +145,20 @@ TEST_CASE("text length stops at the first stop id") {
   CHECK(text_length({4, 5, 2, 6, 2}, {2}) == 2);
   CHECK(text_length({4, 5}, {2}) == 2);
   CHECK(text_length({7, 4}, {2, 7}) == 0);
+}
+
+TEST_CASE("--eos-last commits stop tokens only when the schedule needs them") {
+  const ModelConfig c = small_config();
+  GenerationSettings s;
+  s.gen_length = 3;
+  s.block_length = 3;
+  s.steps = 3;
+  s.eos_last = true;
+  s.eos_stop = false;
+  Sampler sampler({5}, s, c);
+  // The EOS pick is the most confident, but a normal token is committed first.
+  sampler.commit({pick(2, 0.99f), pick(4, 0.3f), pick(6, 0.2f)});
+  CHECK(sampler.answer() == std::vector<int32_t>{9, 4, 9});
+  sampler.commit({pick(2, 0.99f), pick(2, 0.98f)});  // both EOS: order among them kept
+  CHECK(sampler.answer() == std::vector<int32_t>{2, 4, 9});
 }
