@@ -19,15 +19,15 @@ constexpr int kWarps = kAttentionThreads / 32;
 template <int QT, int KT, int ACC>
 __global__ void __launch_bounds__(kAttentionThreads)
 attention_kernel(const float* q, const float* k, const float* v, float* out,
-                 const int32_t* q_start, const int32_t* kv_start, int64_t q_ld, int64_t kv_ld,
-                 int64_t out_ld, int head_dim, int group, float scale) {
+                 const int32_t* q_start, const int32_t* kv_start, const int32_t* kv_end,
+                 int64_t q_ld, int64_t kv_ld, int64_t out_ld, int head_dim, int group, float scale) {
   static_assert(kAttentionThreads % KT == 0 && QT % (kAttentionThreads / KT) == 0, "tile shape");
   extern __shared__ float smem[];
   const int seq = blockIdx.z, head = blockIdx.y, kv_head = head / group;
   const int q0 = q_start[seq], nq = q_start[seq + 1] - q0;
   const int tile0 = blockIdx.x * QT;
   if (tile0 >= nq) return;  // this sequence is shorter than the longest one
-  const int k0 = kv_start[seq], nk = kv_start[seq + 1] - k0;
+  const int k0 = kv_start[seq], nk = (kv_end ? kv_end[seq] : kv_start[seq + 1]) - k0;
   const int hd = head_dim, k_stride = hd + 1;
   float* qs = smem;               // [QT][hd]
   float* ks = qs + QT * hd;       // [KT][hd + 1]: the pad spreads a column over all banks
@@ -146,7 +146,7 @@ void launch_variant(Context& ctx, const cuda_plan::AttentionPlan& plan, dim3 gri
   }
   const float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   kernel<<<grid, kAttentionThreads, plan.smem_bytes, ctx.stream>>>(
-      q.f32(), k.f32(), v.f32(), out.f32(), layout.q_start, layout.kv_start, q.cols, k.cols,
+      q.f32(), k.f32(), v.f32(), out.f32(), layout.q_start, layout.kv_start, layout.kv_end, q.cols, k.cols,
       out.cols, head_dim, group, scale);
   CUDA_CHECK_LAUNCH();
 }

@@ -62,6 +62,7 @@ void embed(Context& ctx, const int32_t* ids, const Tensor& table, Tensor& out);
 void swiglu(Context& ctx, const Tensor& gate, const Tensor& up, Tensor& out);
 void add(Context& ctx, Tensor& x, const Tensor& y);
 void gather_rows(Context& ctx, const Tensor& x, const int32_t* rows, Tensor& out);
+void scatter_rows(Context& ctx, const Tensor& x, const int32_t* rows, Tensor& out);
 // data [n] of dtype: element i = synthetic_weight(seed, i, scale) rounded to dtype.
 void fill_synthetic(Context& ctx, void* data, DType dtype, int64_t n, uint64_t seed, float scale);
 // A kernel that does nothing: cudaFuncGetAttributes on it says whether this build runs here.

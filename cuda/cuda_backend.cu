@@ -23,6 +23,9 @@ namespace {
 
 std::string mib(size_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
 
+// note: one stream, so every op is ordered after the last; a step's only host sync is pick's
+// results copy. CUDA graphs (capture a step, replay it while shapes repeat) would remove the
+// launch overhead of small models; not done yet.
 class CudaBackend final : public Backend {
  public:
   CudaBackend() {
@@ -59,8 +62,11 @@ class CudaBackend final : public Backend {
   void free(void* ptr) override {
     auto it = allocations_.find(ptr);
     if (it == allocations_.end()) return;
-    CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));  // kernels in flight may still use it
-    CUDA_CHECK(cudaFree(ptr));
+    // note: unchecked, as Model's destructor frees through here; a broken context reports at
+    // the next checked call instead of terminating the program from a destructor.
+    cudaStreamSynchronize(ctx_.stream);  // kernels in flight may still use it
+    cudaFree(ptr);
+    cudaGetLastError();
     live_bytes_ -= it->second;
     allocations_.erase(it);
   }
@@ -140,6 +146,9 @@ class CudaBackend final : public Backend {
     cuda::swiglu(ctx_, gate, up, out);
   }
   void add(Tensor& x, const Tensor& y) override { cuda::add(ctx_, x, y); }
+  void scatter_rows(const Tensor& x, const int32_t* rows, Tensor& out) override {
+    cuda::scatter_rows(ctx_, x, rows, out);
+  }
   void gather_rows(const Tensor& x, const int32_t* rows, Tensor& out) override {
     cuda::gather_rows(ctx_, x, rows, out);
   }

@@ -1,4 +1,4 @@
-// Elementwise and row-copy kernels: embed (with dtype widening), swiglu, add, gather_rows, synthetic weights.
+// Elementwise and row-copy kernels: embed (with dtype widening), swiglu, add, gather/scatter rows, synthetic weights.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -58,6 +58,18 @@ __global__ void gather_rows_kernel(const float* x, int64_t x_rows, int64_t cols,
     out[r * cols + c] = ok ? x[src * cols + c] : 0.f;
 }
 
+// One block per input row; a bad index writes nothing and raises kErrGatherRow.
+__global__ void scatter_rows_kernel(const float* x, int64_t cols, const int32_t* rows, float* out,
+                                    int64_t out_rows, int* error_word) {
+  const int64_t r = blockIdx.x;
+  const int32_t dst = rows[r];
+  if (dst < 0 || dst >= out_rows) {
+    if (threadIdx.x == 0) atomicOr(error_word, kErrGatherRow);
+    return;
+  }
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[dst * cols + c] = x[r * cols + c];
+}
+
 __global__ void fill_synthetic_kernel(void* data, DType dtype, int64_t n, uint64_t seed, float scale) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -112,6 +124,14 @@ void gather_rows(Context& ctx, const Tensor& x, const int32_t* rows, Tensor& out
   if (out.rows == 0) return;
   gather_rows_kernel<<<static_cast<unsigned>(out.rows), row_threads(out.cols), 0, ctx.stream>>>(
       x.f32(), x.rows, x.cols, rows, out.f32(), ctx.error_word);
+  CUDA_CHECK_LAUNCH();
+}
+
+void scatter_rows(Context& ctx, const Tensor& x, const int32_t* rows, Tensor& out) {
+  UNMASK_CHECK(out.cols == x.cols, "scatter_rows width mismatch");
+  if (x.rows == 0) return;
+  scatter_rows_kernel<<<static_cast<unsigned>(x.rows), row_threads(x.cols), 0, ctx.stream>>>(
+      x.f32(), x.cols, rows, out.f32(), out.rows, ctx.error_word);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,7 @@
 // Backend factory: the one place that knows whether the CUDA backend was compiled in.
 #include "backend.h"
 
+#include <filesystem>
 #include <iostream>
 
 #include "common.h"
@@ -32,7 +33,11 @@ std::unique_ptr<Backend> make_backend(const std::string& kind, int threads) {
 #if defined(UNMASK_WITH_CUDA)
     std::string why;
     if (cuda_device_usable(&why)) return make_cuda_backend();
-    std::cerr << "unmask: no usable CUDA device (" << why << "); using the CPU backend\n";
+    // note: said only where an NVIDIA driver is installed, i.e. a GPU that cannot be used (old
+    // driver, missing architecture); a machine without one gets the CPU silently.
+    std::error_code ec;
+    if (std::filesystem::exists("/proc/driver/nvidia/version", ec))
+      std::cerr << "unmask: no usable CUDA device (" << why << "); using the CPU backend\n";
 #endif
     return make_cpu_backend(threads);
   }

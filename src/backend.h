@@ -32,10 +32,13 @@ struct PickResult {
 };
 
 // Ragged batch layout for attention: sequence s owns query rows [q_start[s], q_start[s+1]) and
-// key/value rows [kv_start[s], kv_start[s+1]). Arrays live in backend memory.
+// key/value rows [kv_start[s], kv_end[s]) (kv_end null: [kv_start[s], kv_start[s+1]), rows back to
+// back). A KV cache gives every request a fixed slot, so its rows need not be contiguous with the
+// next sequence's. Arrays live in backend memory.
 struct AttentionLayout {
   const int32_t* q_start = nullptr;   // [n_seqs + 1]
-  const int32_t* kv_start = nullptr;  // [n_seqs + 1]
+  const int32_t* kv_start = nullptr;  // [n_seqs + 1], or [n_seqs] with kv_end
+  const int32_t* kv_end = nullptr;    // [n_seqs] or null
   int32_t n_seqs = 0;
   int32_t max_q_len = 0;   // longest sequence, for scratch sizing and launch shapes
   int32_t max_kv_len = 0;
@@ -83,6 +86,8 @@ class Backend {
   virtual void add(Tensor& x, const Tensor& y) = 0;
   // out[i] = x[rows[i]]; rows: [out.rows].
   virtual void gather_rows(const Tensor& x, const int32_t* rows, Tensor& out) = 0;
+  // out[rows[i]] = x[i]; rows: [x.rows], distinct. Writes fresh K/V rows into a cache.
+  virtual void scatter_rows(const Tensor& x, const int32_t* rows, Tensor& out) = 0;
   // Reduces each logits row (cols = vocabulary) to a PickResult. `params` and `out` are host
   // arrays of logits.rows entries; `uncond` holds the unconditional rows for classifier-free
   // guidance (null when unused). Banned tokens (the mask, EOS under --no-eos) are never chosen.

@@ -197,7 +197,8 @@ class CpuBackend final : public Backend {
     ensure_scratch(scores_, static_cast<size_t>(layout.max_q_len) * layout.max_kv_len);
     for (int s = 0; s < layout.n_seqs; s++) {
       const int32_t q0 = layout.q_start[s], nq = layout.q_start[s + 1] - q0;
-      const int32_t k0 = layout.kv_start[s], nk = layout.kv_start[s + 1] - k0;
+      const int32_t k0 = layout.kv_start[s];
+      const int32_t nk = (layout.kv_end ? layout.kv_end[s] : layout.kv_start[s + 1]) - k0;
       if (nq == 0) continue;
       for (int h = 0; h < n_heads; h++) {
         const int kvh = h / group;
@@ -245,6 +246,15 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < out.rows; i++) {
       UNMASK_CHECK(rows[i] >= 0 && rows[i] < x.rows, "gather row " << rows[i] << " out of range");
       std::memcpy(out.f32() + i * out.cols, x.f32() + rows[i] * x.cols,
+                  static_cast<size_t>(x.cols) * 4);
+    }
+  }
+
+  void scatter_rows(const Tensor& x, const int32_t* rows, Tensor& out) override {
+#pragma omp parallel for
+    for (int64_t i = 0; i < x.rows; i++) {
+      UNMASK_CHECK(rows[i] >= 0 && rows[i] < out.rows, "scatter row " << rows[i] << " out of range");
+      std::memcpy(out.f32() + rows[i] * out.cols, x.f32() + i * x.cols,
                   static_cast<size_t>(x.cols) * 4);
     }
   }
