@@ -1,16 +1,20 @@
-// unmask command line: generate (default) and info; errors mapped to documented exit codes.
+// unmask command line: generate (default), batch, bench and info; errors mapped to exit codes.
 #include <CLI/CLI.hpp>
+#include <unistd.h>
 
 #include <chrono>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "batch.h"
+#include "bench.h"
 #include "common.h"
 #include "engine.h"
 #include "options.h"
 #include "output.h"
 #include "session.h"
+#include "visual.h"
 
 namespace unmask {
 namespace {
@@ -22,8 +26,23 @@ std::string read_prompt(const std::string& argument) {
   return text;
 }
 
+// Steps the sampler alone, redrawing its canvas after each commit.
+void run_visual(Engine& engine, Sampler& sampler, const Session& session) {
+  CanvasStyle style;
+  style.mask_id = session.config.mask_token_id;
+  style.stop_ids = session.config.stop_token_ids;
+  style.color = color_wanted();
+  CanvasDisplay display(stderr, *session.tokenizer, style, terminal_columns(STDERR_FILENO));
+  display.draw(sampler.answer());
+  while (!sampler.done()) {
+    engine.step({&sampler});
+    display.draw(sampler.answer());
+  }
+  display.finish();
+}
+
 int run_generate(const CommonOptions& common, const GenerationOptions& gen,
-                 const std::string& prompt_arg) {
+                 const std::string& prompt_arg, bool visual) {
   auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads);
   const GenerationSettings settings = resolve_settings(gen, session->config);
   const std::string prompt = read_prompt(prompt_arg);
@@ -37,7 +56,12 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
   Engine engine(*session->model);
   engine.reserve(1, static_cast<int32_t>(sampler.canvas().size()), sampler.uses_cfg());
   const auto t0 = std::chrono::steady_clock::now();
-  engine.run({&sampler});
+  // Not a terminal: --visual falls back to the plain output.
+  if (visual && visual_available(STDERR_FILENO)) {
+    run_visual(engine, sampler, *session);
+  } else {
+    engine.run({&sampler});
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   const std::vector<int32_t> answer = sampler.answer();
@@ -119,19 +143,27 @@ int run(int argc, char** argv) {
                "unmask"};
   app.set_version_flag("--version", std::string("unmask ") + UNMASK_VERSION);
   app.require_subcommand(0, 1);
-  app.footer("Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 bad model or input file.\n"
-             "Run 'unmask SUBCOMMAND --help' for the options of a subcommand.");
+  app.footer("Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 bad model or input file,\n"
+             "4 batch done with failed records, 130 interrupted.\n"
+             "Run 'unmask SUBCOMMAND --help' for the options of a subcommand; man unmask for more.");
 
   CommonOptions common;
   GenerationOptions gen;
   std::string prompt;
+  bool visual = false;
   // `unmask [OPTIONS] PROMPT` and `unmask generate [OPTIONS] PROMPT` are the same command.
   CLI::App* generate = app.add_subcommand("generate", "Generate an answer for one prompt (default)");
   for (CLI::App* target : {static_cast<CLI::App*>(&app), generate}) {
     add_common_options(*target, common);
     add_generation_options(*target, gen);
+    target->add_flag("--visual", visual,
+                     "Show the canvas filling in on stderr (a terminal only; NO_COLOR: no colour)");
     target->add_option("prompt", prompt, "Prompt text; read from stdin when absent or '-'");
   }
+  BatchOptions batch;
+  CLI::App* batch_cmd = add_batch_command(app, batch);
+  BenchOptions bench;
+  CLI::App* bench_cmd = add_bench_command(app, bench);
   CommonOptions info_common;
   CLI::App* info = app.add_subcommand("info", "Show model, tokenizer, backend and device facts");
   add_common_options(*info, info_common);
@@ -149,7 +181,9 @@ int run(int argc, char** argv) {
     return kExitUsage;
   }
   if (info->parsed()) return run_info(info_common);
-  return run_generate(common, gen, prompt);
+  if (batch_cmd->parsed()) return run_batch(batch);
+  if (bench_cmd->parsed()) return run_bench(bench);
+  return run_generate(common, gen, prompt, visual);
 }
 
 }  // namespace

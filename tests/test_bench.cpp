@@ -1,0 +1,155 @@
+// unmask bench: report fields in JSON and CSV, synthetic models, the settings matrix and percentiles.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "bench.h"
+#include "common.h"
+#include "cpu_backend.h"
+#include "fixtures.h"
+#include "synthetic.h"
+
+using namespace unmask;
+using unmask::test::fixture;
+using unmask::test::run_unmask;
+using json = nlohmann::json;
+
+namespace {
+
+const char* kResultFields[] = {"gen_length", "batch_size", "steps", "block_length", "prompt_length",
+                               "runs", "generated_tokens", "wall_seconds", "tokens_per_second",
+                               "steps_per_second", "forward_passes", "ms_per_forward_median",
+                               "ms_per_forward_p90", "gflops_per_second", "peak_memory_bytes"};
+
+void check_report(const json& j, size_t n_results) {
+  for (const char* key : {"git_commit", "backend", "device", "unmask_version"}) {
+    CAPTURE(key);
+    REQUIRE(j.contains(key));
+    CHECK(!j[key].get<std::string>().empty());
+  }
+  CHECK(j["machine"]["cores"].get<int>() > 0);
+  CHECK(!j["machine"]["hostname"].get<std::string>().empty());
+  CHECK(!j["machine"]["cpu"].get<std::string>().empty());
+  CHECK(j["model"]["weight_bytes"].get<double>() > 0);
+  REQUIRE(j["results"].size() == n_results);
+  for (const json& r : j["results"]) {
+    for (const char* key : kResultFields) {
+      CAPTURE(key);
+      REQUIRE(r.contains(key));
+      CHECK(r[key].get<double>() > 0);
+    }
+    CHECK(r["ms_per_forward_p90"].get<double>() >= r["ms_per_forward_median"].get<double>());
+  }
+}
+
+std::string tiny_config(const std::string& dir) {
+  const std::string path = dir + "/config.json";
+  std::ofstream(path) << R"({"model_type": "llada", "d_model": 32, "n_heads": 2, "n_kv_heads": 1,
+    "n_layers": 2, "mlp_hidden_size": 48, "vocab_size": 300, "max_sequence_length": 96,
+    "mask_token_id": 5, "eos_token_id": 6, "torch_dtype": "bfloat16"})";
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("percentile interpolates between ranks") {
+  CHECK(percentile({}, 0.5) == 0);
+  CHECK(percentile({3}, 0.9) == 3);
+  CHECK(percentile({4, 1, 3, 2}, 0.5) == doctest::Approx(2.5));
+  CHECK(percentile({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, 0.9) == doctest::Approx(10));
+}
+
+TEST_CASE("bench --format json on the fixture model: the cartesian product, all numbers positive") {
+  const auto r = run_unmask("bench -m " + fixture("tiny-f32-gqa") +
+                            " --threads 1 --gen-length 8,16 --batch-size 1,3 --repeat 2 --warmup 1 "
+                            "--baseline --format json -q");
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.err.empty());
+  const json j = json::parse(r.out);
+  check_report(j, 4);
+  CHECK(j["model"]["synthetic"] == false);
+  CHECK(j["results"][1]["gen_length"] == 8);
+  CHECK(j["results"][1]["batch_size"] == 3);
+  CHECK(j["results"][2]["gen_length"] == 16);
+  for (const json& res : j["results"]) {
+    CHECK(res["runs"] == 2);
+    CHECK(res["baseline_gflops_per_second"].get<double>() > 0);
+    CHECK(res["baseline_fraction"].get<double>() > 0);
+    CHECK(res["steps"] == res["gen_length"]);  // steps default to gen-length
+  }
+}
+
+TEST_CASE("bench --synthetic with a config.json: random weights of that shape, every token counted") {
+  const std::string dir = std::filesystem::temp_directory_path() / ("unmask_bench_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string config = tiny_config(dir);
+  const auto r = run_unmask("bench --synthetic " + config +
+                            " --backend cpu --threads 1 --gen-length 16 --batch-size 2 --steps 8,16 "
+                            "--block-length 8 --repeat 1 --warmup 0 --format json -q");
+  REQUIRE(r.exit_code == 0);
+  const json j = json::parse(r.out);
+  check_report(j, 2);
+  CHECK(j["model"]["synthetic"] == true);
+  CHECK(j["model"]["d_model"] == 32);
+  CHECK(j["model"]["weight_dtype"] == "BF16");
+  for (const json& res : j["results"]) {
+    CHECK(res["generated_tokens"] == 32);  // 2 requests x 16, no EOS stop on random weights
+    CHECK(res["forward_passes"] == res["steps"]);
+  }
+
+  const auto csv = run_unmask("bench --synthetic " + config +
+                              " --backend cpu --threads 1 --gen-length 8 --repeat 1 --warmup 0 --format csv -q");
+  REQUIRE(csv.exit_code == 0);
+  const std::string header = csv.out.substr(0, csv.out.find('\n'));
+  for (const char* col : {"hostname", "cpu", "cores", "backend", "device", "git_commit", "model",
+                          "gen_length", "batch_size", "tokens_per_second", "steps_per_second",
+                          "ms_per_forward_median", "ms_per_forward_p90", "forward_passes",
+                          "gflops_per_second", "peak_memory_bytes", "baseline_fraction"}) {
+    CAPTURE(col);
+    CHECK(("," + header + ",").find("," + std::string(col) + ",") != std::string::npos);
+  }
+  CHECK(std::count(csv.out.begin(), csv.out.end(), '\n') == 2);
+
+  // Bad matrices fail before any timing.
+  CHECK(run_unmask("bench --synthetic " + config + " --gen-length 16 --block-length 5 -q").exit_code == 2);
+  CHECK(run_unmask("bench --synthetic nonesuch -q").exit_code == 2);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("synthetic models: deterministic weights, finite logits, shapes as named") {
+  const SyntheticSpec big = synthetic_spec("llada-8b");
+  CHECK(big.config.d_model == 4096);
+  CHECK(big.config.n_layers == 32);
+  CHECK(big.config.mlp_hidden == 12288);
+  CHECK(big.config.vocab_size == 126464);
+  CHECK(big.config.mask_token_id == 126336);
+  CHECK(big.config.eos_token_id == 126081);
+  CHECK(!big.config.weight_tying);
+  CHECK(big.dtype == DType::BF16);
+
+  const std::string dir = std::filesystem::temp_directory_path() / ("unmask_synth_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const SyntheticSpec spec = synthetic_spec(tiny_config(dir));
+  std::filesystem::remove_all(dir);
+  std::vector<float> first;
+  for (int round = 0; round < 2; round++) {
+    auto backend = make_cpu_backend(1);
+    SyntheticModel synthetic(*backend, spec);
+    ForwardBatch batch;
+    batch.clear();
+    const std::vector<int32_t> prompt = random_prompt(spec.config, 10, 7);
+    for (int32_t id : prompt) {
+      CHECK(id != spec.config.mask_token_id);
+      CHECK(id != spec.config.eos_token_id);
+    }
+    batch.add_sequence(prompt);
+    batch.out_rows = {0, 9};
+    Tensor logits = synthetic.model().forward(batch);
+    std::vector<float> values(logits.f32(), logits.f32() + logits.numel());
+    for (float v : values) REQUIRE(std::isfinite(v));
+    if (round == 0) first = values;
+    else CHECK(values == first);
+  }
+}
