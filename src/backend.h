@@ -21,6 +21,7 @@ struct PickParams {
   float top_p = 1.f;        // >= 1: off
   float cfg_scale = 0.f;    // > 0: combine with row `uncond_row` of the unconditional logits
   int32_t uncond_row = -1;
+  int32_t n_banned = -1;    // bans the first n entries of pick's banned list; -1: all of them
 };
 
 // The O(1) numbers per row that cross back to the host.

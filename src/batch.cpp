@@ -223,13 +223,14 @@ int run_batch(const BatchOptions& o) {
 
   auto session = open_session(resolve_model_dir(o.common.model), o.common.backend, o.common.threads);
   int max_canvas = 1, max_block = 1;
-  bool any_cfg = false;
+  bool any_cfg = false, any_cache = false;
   for (Work& w : work) {
     prepare(w, o, *session);
     if (!w.line.error.empty()) continue;
     max_canvas = std::max(max_canvas, static_cast<int>(w.prompt_ids.size()) + w.settings.gen_length);
     max_block = std::max(max_block, w.settings.block_length);
     any_cfg = any_cfg || w.settings.cfg_scale > 0.f;
+    any_cache = any_cache || w.settings.cache != CacheMode::None;
   }
   const int batch = o.batch_size > 0 ? o.batch_size : default_batch_size(session->backend->name(), max_canvas);
   const int seqs = batch * (any_cfg ? 2 : 1);
@@ -237,6 +238,7 @@ int run_batch(const BatchOptions& o) {
 
   RecordWriter writer(o.output);
   Engine engine(*session->model);
+  if (any_cache) engine.reserve(batch, max_canvas, any_cfg, true);
   Progress progress(stderr,
                     o.common.quiet ? Progress::Mode::None
                                    : (isatty(STDERR_FILENO) ? Progress::Mode::Bar : Progress::Mode::Lines),

@@ -109,22 +109,28 @@ std::vector<BenchCase> make_cases(const BenchOptions& o, const ModelConfig& conf
           o.block_lengths.empty()
               ? std::vector<std::optional<int>>{std::nullopt}
               : std::vector<std::optional<int>>(o.block_lengths.begin(), o.block_lengths.end());
+      const std::vector<std::string> caches =
+          o.caches.empty() ? std::vector<std::string>{"none"} : o.caches;
       for (const auto& st : steps) {
         for (const auto& bl : blocks) {
+         for (const std::string& cache : caches) {
           GenerationOptions g;
+          g.cache = cache;
+          g.factor = o.factor;
           g.gen_length = gen;
           g.steps = st;
           g.block_length = bl;
           g.cfg_scale = o.cfg_scale;
           g.threshold = o.threshold;
           // Synthetic weights may commit EOS anywhere: run every step so all shapes are timed.
-          g.no_eos_stop = synthetic;
+          g.eos_stop = !synthetic;
           BenchCase c;
           c.settings = resolve_settings(g, config);
           c.batch_size = batch;
           if (batch <= 0) fail_usage("--batch-size values must be positive");
           validate_settings(c.settings, static_cast<size_t>(o.prompt_length), config);
           cases.push_back(c);
+         }
         }
       }
     }
@@ -238,6 +244,8 @@ ojson result_json(const BenchResult& r, int prompt_length) {
   j["prompt_length"] = prompt_length;
   j["cfg_scale"] = s.cfg_scale;
   j["threshold"] = s.threshold ? ojson(*s.threshold) : ojson(nullptr);
+  j["factor"] = s.factor ? ojson(*s.factor) : ojson(nullptr);
+  j["cache"] = cache_mode_name(s.cache);
   j["runs"] = r.runs;
   j["generated_tokens"] = r.generated_tokens;
   j["wall_seconds"] = r.wall_seconds;
@@ -293,13 +301,13 @@ void print_table(const ojson& report) {
               report["git_commit"].get<std::string>().c_str());
   const bool baseline = !report["results"].empty() &&
                         !report["results"][0]["baseline_gflops_per_second"].is_null();
-  std::printf("%7s %6s %6s %6s %10s %8s %9s %9s %7s %9s %9s", "gen", "batch", "steps", "block",
+  std::printf("%6s %7s %6s %6s %6s %10s %8s %9s %9s %7s %9s %9s", "cache", "gen", "batch", "steps", "block",
               "tok/s", "steps/s", "ms/fwd", "p90 ms", "fwd", "GFLOP/s", "peak MB");
   if (baseline) std::printf(" %9s %6s", "GEMM GF/s", "frac");
   std::printf("\n");
   for (const ojson& r : report["results"]) {
-    std::printf("%7d %6d %6d %6d %10.1f %8.2f %9.2f %9.2f %7lld %9.2f %9.1f",
-                r["gen_length"].get<int>(), r["batch_size"].get<int>(), r["steps"].get<int>(),
+    std::printf("%6s %7d %6d %6d %6d %10.1f %8.2f %9.2f %9.2f %7lld %9.2f %9.1f",
+                r["cache"].get<std::string>().c_str(), r["gen_length"].get<int>(), r["batch_size"].get<int>(), r["steps"].get<int>(),
                 r["block_length"].get<int>(), r["tokens_per_second"].get<double>(),
                 r["steps_per_second"].get<double>(), r["ms_per_forward_median"].get<double>(),
                 r["ms_per_forward_p90"].get<double>(),
@@ -347,6 +355,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   cmd->add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale (0: off)")
       ->capture_default_str();
   cmd->add_option("--threshold", o.threshold, "Parallel decoding confidence threshold");
+  cmd->add_option("--factor", o.factor, "Parallel decoding factor rule (see generate --help)");
+  cmd->add_option("--cache", o.caches, "KV cache modes to compare, comma-separated: none,prefix,dual")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"none", "prefix", "dual"}));
   cmd->add_option("--warmup", o.warmup, "Untimed runs per configuration")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

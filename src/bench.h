@@ -22,6 +22,8 @@ struct BenchOptions {
   int repeat = 3, warmup = 1;
   float cfg_scale = 0.f;
   std::optional<float> threshold;
+  std::optional<float> factor;
+  std::vector<std::string> caches;  // --cache modes to compare (default: none)
   bool baseline = false;
 };
 

@@ -49,12 +49,19 @@ std::string cpu_model_name() {
   return "CPU";
 }
 
+// note: every parallel region ends in a barrier, and on a loaded machine a barrier can cost
+// milliseconds while a descheduled thread is waited for; small elementwise ops run serially.
+bool worth_threads(int64_t elements) { return elements >= (int64_t{1} << 18); }
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) {
     threads_ = threads > 0 ? threads : omp_get_max_threads();
     omp_set_num_threads(threads_);
-    openblas_set_num_threads(threads_);
+    // note: one thread pool only. OpenBLAS runs single-threaded inside our OpenMP regions; two
+    // pools (OpenMP workers spinning while OpenBLAS's pthreads compute) slowed a step 20x on two
+    // cores.
+    openblas_set_num_threads(1);
   }
   ~CpuBackend() override {
     for (auto& [ptr, bytes] : allocations_) std::free(ptr);
@@ -110,7 +117,7 @@ class CpuBackend final : public Backend {
   void embed(const int32_t* ids, const Tensor& table, Tensor& out) override {
     UNMASK_CHECK(out.cols == table.cols, "embed width mismatch");
     const size_t row_bytes = static_cast<size_t>(table.cols) * dtype_bytes(table.dtype);
-#pragma omp parallel for
+#pragma omp parallel for if (worth_threads(out.numel()))
     for (int64_t i = 0; i < out.rows; i++) {
       UNMASK_CHECK(ids[i] >= 0 && ids[i] < table.rows, "token id " << ids[i] << " out of range");
       const char* src = static_cast<const char*>(table.data) + ids[i] * row_bytes;
@@ -122,7 +129,7 @@ class CpuBackend final : public Backend {
     const int64_t d = x.cols;
     std::vector<float> weight(d);
     widen(w.data, w.dtype, d, weight.data());
-#pragma omp parallel for
+#pragma omp parallel for if (worth_threads(x.numel()))
     for (int64_t r = 0; r < x.rows; r++) {
       const float* xr = x.f32() + r * d;
       float* o = out.f32() + r * d;
@@ -139,23 +146,34 @@ class CpuBackend final : public Backend {
                                               << "," << w.cols << "] out [" << out.rows << ","
                                               << out.cols << "]");
     const int64_t n = x.rows, k = x.cols, m = w.rows;
-    if (w.dtype == DType::F32) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, k, 1.f, x.f32(), k, w.f32(), k,
-                  0.f, out.f32(), m);
-    } else {
-      // note: stored weights are widened a tile of rows at a time, so a bf16 model never needs
-      // an fp32 copy of itself; the tile is sized to stay in L2/L3.
-      const int64_t tile_rows = std::max<int64_t>(16, (int64_t{1} << 20) / std::max<int64_t>(k, 1));
-      ensure_scratch(weight_tile_, static_cast<size_t>(std::min(tile_rows, m) * k));
-      const size_t row_bytes = static_cast<size_t>(k) * dtype_bytes(w.dtype);
-      for (int64_t r0 = 0; r0 < m; r0 += tile_rows) {
-        const int64_t rows = std::min(tile_rows, m - r0);
-        const char* src = static_cast<const char*>(w.data) + r0 * row_bytes;
-#pragma omp parallel for
-        for (int64_t r = 0; r < rows; r++)
-          widen(src + r * row_bytes, w.dtype, k, weight_tile_.data() + r * k);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, k, 1.f, x.f32(), k,
-                    weight_tile_.data(), k, 0.f, out.f32() + r0, m);
+    // Each thread owns a contiguous range of output columns (weight rows): no reduction needed,
+    // and each widens only the weight rows it multiplies.
+    const int64_t chunk = ((m + threads_ - 1) / threads_ + 15) / 16 * 16;
+    const size_t row_bytes = static_cast<size_t>(k) * dtype_bytes(w.dtype);
+    // note: bf16/f16 weights are widened a tile of rows at a time, so a bf16 model never needs an
+    // fp32 copy of itself; a tile stays in L2.
+    const int64_t tile_rows = std::max<int64_t>(16, (int64_t{1} << 18) / std::max<int64_t>(k, 1));
+    if (w.dtype != DType::F32) {
+      if (static_cast<int>(weight_tiles_.size()) < threads_) weight_tiles_.resize(threads_);
+      for (auto& tile : weight_tiles_) ensure_scratch(tile, static_cast<size_t>(tile_rows * k));
+    }
+#pragma omp parallel num_threads(threads_)
+    {
+      const int t = omp_get_thread_num();
+      const int64_t r_begin = std::min(m, t * chunk), r_end = std::min(m, r_begin + chunk);
+      if (w.dtype == DType::F32) {
+        if (r_end > r_begin)
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r_end - r_begin, k, 1.f, x.f32(),
+                      k, w.f32() + r_begin * k, k, 0.f, out.f32() + r_begin, m);
+      } else {
+        float* tile = weight_tiles_[t].data();
+        for (int64_t r0 = r_begin; r0 < r_end; r0 += tile_rows) {
+          const int64_t rows = std::min(tile_rows, r_end - r0);
+          const char* src = static_cast<const char*>(w.data) + r0 * row_bytes;
+          for (int64_t r = 0; r < rows; r++) widen(src + r * row_bytes, w.dtype, k, tile + r * k);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, k, 1.f, x.f32(), k, tile,
+                      k, 0.f, out.f32() + r0, m);
+        }
       }
     }
     if (bias && bias->data) {
@@ -173,7 +191,7 @@ class CpuBackend final : public Backend {
     std::vector<double> inv_freq(half);
     for (int i = 0; i < half; i++)
       inv_freq[i] = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
-#pragma omp parallel for
+#pragma omp parallel for if (worth_threads(x.numel() * 8))
     for (int64_t r = 0; r < x.rows; r++) {
       for (int i = 0; i < half; i++) {
         const double angle = positions[r] * inv_freq[i];
@@ -194,41 +212,42 @@ class CpuBackend final : public Backend {
     const int group = n_heads / n_kv_heads;
     const float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
     const int64_t q_ld = q.cols, kv_ld = k.cols;
-    ensure_scratch(scores_, static_cast<size_t>(layout.max_q_len) * layout.max_kv_len);
-    for (int s = 0; s < layout.n_seqs; s++) {
+    if (static_cast<int>(scores_.size()) < threads_) scores_.resize(threads_);
+    for (auto& sc : scores_) ensure_scratch(sc, static_cast<size_t>(layout.max_q_len) * layout.max_kv_len);
+    const int64_t n_tasks = static_cast<int64_t>(layout.n_seqs) * n_heads;
+#pragma omp parallel for schedule(dynamic) num_threads(threads_)
+    for (int64_t task = 0; task < n_tasks; task++) {
+      const int s = static_cast<int>(task / n_heads), h = static_cast<int>(task % n_heads);
       const int32_t q0 = layout.q_start[s], nq = layout.q_start[s + 1] - q0;
       const int32_t k0 = layout.kv_start[s];
       const int32_t nk = (layout.kv_end ? layout.kv_end[s] : layout.kv_start[s + 1]) - k0;
       if (nq == 0) continue;
-      for (int h = 0; h < n_heads; h++) {
-        const int kvh = h / group;
-        float* scores = scores_.data();  // [nq, nk]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, head_dim, scale,
-                    q.f32() + q0 * q_ld + h * head_dim, q_ld, k.f32() + k0 * kv_ld + kvh * head_dim,
-                    kv_ld, 0.f, scores, nk);
-#pragma omp parallel for
-        for (int32_t i = 0; i < nq; i++) {
-          float* row = scores + static_cast<int64_t>(i) * nk;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int32_t j = 0; j < nk; j++) mx = std::max(mx, row[j]);
-          double sum = 0;
-          for (int32_t j = 0; j < nk; j++) {
-            row[j] = std::exp(row[j] - mx);
-            sum += row[j];
-          }
-          const float inv = static_cast<float>(1.0 / sum);
-          for (int32_t j = 0; j < nk; j++) row[j] *= inv;
+      const int kvh = h / group;
+      float* scores = scores_[omp_get_thread_num()].data();  // [nq, nk]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, head_dim, scale,
+                  q.f32() + q0 * q_ld + h * head_dim, q_ld, k.f32() + k0 * kv_ld + kvh * head_dim,
+                  kv_ld, 0.f, scores, nk);
+      for (int32_t i = 0; i < nq; i++) {
+        float* row = scores + static_cast<int64_t>(i) * nk;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int32_t j = 0; j < nk; j++) mx = std::max(mx, row[j]);
+        double sum = 0;
+        for (int32_t j = 0; j < nk; j++) {
+          row[j] = std::exp(row[j] - mx);
+          sum += row[j];
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, head_dim, nk, 1.f, scores, nk,
-                    v.f32() + k0 * kv_ld + kvh * head_dim, kv_ld, 0.f,
-                    out.f32() + q0 * out.cols + h * head_dim, out.cols);
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int32_t j = 0; j < nk; j++) row[j] *= inv;
       }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, head_dim, nk, 1.f, scores, nk,
+                  v.f32() + k0 * kv_ld + kvh * head_dim, kv_ld, 0.f,
+                  out.f32() + q0 * out.cols + h * head_dim, out.cols);
     }
   }
 
   void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) override {
     const int64_t n = gate.numel();
-#pragma omp parallel for
+#pragma omp parallel for if (worth_threads(n * 8))
     for (int64_t i = 0; i < n; i++) {
       const float g = gate.f32()[i];
       out.f32()[i] = g / (1.f + std::exp(-g)) * up.f32()[i];
@@ -237,12 +256,12 @@ class CpuBackend final : public Backend {
 
   void add(Tensor& x, const Tensor& y) override {
     const int64_t n = x.numel();
-#pragma omp parallel for
+#pragma omp parallel for if (worth_threads(n))
     for (int64_t i = 0; i < n; i++) x.f32()[i] += y.f32()[i];
   }
 
   void gather_rows(const Tensor& x, const int32_t* rows, Tensor& out) override {
-#pragma omp parallel for
+#pragma omp parallel for if (worth_threads(out.numel()))
     for (int64_t i = 0; i < out.rows; i++) {
       UNMASK_CHECK(rows[i] >= 0 && rows[i] < x.rows, "gather row " << rows[i] << " out of range");
       std::memcpy(out.f32() + i * out.cols, x.f32() + rows[i] * x.cols,
@@ -251,7 +270,7 @@ class CpuBackend final : public Backend {
   }
 
   void scatter_rows(const Tensor& x, const int32_t* rows, Tensor& out) override {
-#pragma omp parallel for
+#pragma omp parallel for if (worth_threads(x.numel()))
     for (int64_t i = 0; i < x.rows; i++) {
       UNMASK_CHECK(rows[i] >= 0 && rows[i] < out.rows, "scatter row " << rows[i] << " out of range");
       std::memcpy(out.f32() + rows[i] * out.cols, x.f32() + i * x.cols,
@@ -284,8 +303,8 @@ class CpuBackend final : public Backend {
   int threads_ = 1;
   std::map<void*, size_t> allocations_;
   size_t live_bytes_ = 0, peak_bytes_ = 0;
-  std::vector<float> weight_tile_;  // [tile_rows, in] widened weights
-  std::vector<float> scores_;       // [max_q_len, max_kv_len] attention probabilities
+  std::vector<std::vector<float>> weight_tiles_;  // per thread: [tile_rows, in] widened weights
+  std::vector<std::vector<float>> scores_;        // per thread: [max_q_len, max_kv_len]
   std::vector<float> pick_rows_;    // [threads, vocab] working copy of a logits row
   std::vector<std::vector<int32_t>> pick_scratch_;  // per-thread index buffers for top-k/top-p
 };
@@ -299,8 +318,10 @@ PickResult pick_row(float* row, const float* uncond_row, int64_t vocab, const Pi
     const float w1 = params.cfg_scale + 1.f;
     for (int64_t v = 0; v < vocab; v++) row[v] = uncond_row[v] + w1 * (row[v] - uncond_row[v]);
   }
-  for (int32_t b : banned)
-    if (b >= 0 && b < vocab) row[b] = kNegInf;
+  const size_t n_banned = params.n_banned < 0 ? banned.size()
+                                              : std::min(banned.size(), static_cast<size_t>(params.n_banned));
+  for (size_t i = 0; i < n_banned; i++)
+    if (banned[i] >= 0 && banned[i] < vocab) row[banned[i]] = kNegInf;
 
   // Statistics under the unfiltered logits.
   float mx = kNegInf;

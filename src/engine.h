@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "model.h"
@@ -16,14 +17,19 @@ struct EngineStats {
   double forward_seconds = 0;    // time inside forward + pick
   double flops = 0;              // FLOPs of all forwards (Model::forward_flops)
   std::vector<double> forward_ms;  // per batched forward, for median / p90
+  int64_t cache_refreshes = 0;     // sequence forwards over the whole canvas under a KV cache
+  int64_t cached_forwards = 0;     // sequence forwards over part of the canvas (cache hits)
+  double full_seconds = 0;         // batched forwards that recomputed some whole canvas
+  double cached_seconds = 0;       // batched forwards made only of cached sequences
 };
 
 class Engine {
  public:
   explicit Engine(Model& model);
 
-  // Sizes the model's buffers for `n_requests` canvases of `canvas_length` tokens.
-  void reserve(int32_t n_requests, int32_t canvas_length, bool cfg);
+  // Sizes the model's buffers for `n_requests` canvases of at most `canvas_length` tokens, and the
+  // KV cache slots when `cache` (a request's slot holds its canvas, twice with CFG).
+  void reserve(int32_t n_requests, int32_t canvas_length, bool cfg, bool cache = false);
 
   // One step of every sampler in `active` that is not done: one forward of all their canvases
   // (plus unconditional twins), one pick, one commit each.
@@ -42,6 +48,11 @@ class Engine {
   std::vector<PickParams> params_;
   std::vector<PickResult> results_;
   std::vector<int32_t> banned_;
+  // KV cache slots: each cached sequence (and its CFG twin) owns rows [slot * slot_rows_, ...).
+  int32_t slot_rows_ = 0;
+  std::unordered_map<const Sampler*, int32_t> slots_;  // first of its slots
+  std::vector<int32_t> free_slots_;
+  int32_t slot_for(const Sampler* s, const std::vector<Sampler*>& active);
 };
 
 }  // namespace unmask

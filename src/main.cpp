@@ -2,7 +2,10 @@
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -54,7 +57,8 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
 
   Sampler sampler(prompt_ids, settings, session->config);
   Engine engine(*session->model);
-  engine.reserve(1, static_cast<int32_t>(sampler.canvas().size()), sampler.uses_cfg());
+  engine.reserve(1, static_cast<int32_t>(sampler.canvas().size()), sampler.uses_cfg(),
+                 settings.cache != CacheMode::None);
   const auto t0 = std::chrono::steady_clock::now();
   // Not a terminal: --visual falls back to the plain output.
   if (visual && visual_available(STDERR_FILENO)) {
@@ -190,6 +194,14 @@ int run(int argc, char** argv) {
 }  // namespace unmask
 
 int main(int argc, char** argv) {
+  // note: OpenMP workers spin while waiting by default. On a machine whose cores are busy, every
+  // barrier then waits for a descheduled thread's time slice: a step measured 20x slower on two
+  // loaded cores. The policy is read when libgomp loads, before main, so it is set by running
+  // ourselves again once; an explicit OMP_WAIT_POLICY from the user is kept.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+  }
   try {
     return unmask::run(argc, argv);
   } catch (const unmask::Error& e) {

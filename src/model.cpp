@@ -12,6 +12,26 @@ void ForwardBatch::clear() {
   positions.clear();
   seq_start.assign(1, 0);
   out_rows.clear();
+  use_cache = false;
+  cache_rows.clear();
+  kv_begin.clear();
+  kv_end.clear();
+}
+
+int32_t ForwardBatch::add_cached_sequence(const std::vector<int32_t>& canvas, int32_t first,
+                                          int32_t last, int32_t slot_row) {
+  if (seq_start.empty()) seq_start.push_back(0);
+  use_cache = true;
+  const int32_t start = n_tokens();
+  for (int32_t p = first; p < last; p++) {
+    tokens.push_back(canvas[p]);
+    positions.push_back(p);
+    cache_rows.push_back(slot_row + p);
+  }
+  seq_start.push_back(n_tokens());
+  kv_begin.push_back(slot_row);
+  kv_end.push_back(slot_row + static_cast<int32_t>(canvas.size()));
+  return start;
 }
 
 int32_t ForwardBatch::add_sequence(const std::vector<int32_t>& canvas) {
@@ -56,14 +76,19 @@ Model::Model(Backend& backend, const ModelConfig& config, const ModelWeights& ho
   }
 }
 
-Model::~Model() { release(); }
+Model::~Model() {
+  release();
+  for (Tensor& t : cache_k_) backend_.free(t.data);
+  for (Tensor& t : cache_v_) backend_.free(t.data);
+}
 
 void Model::release() {
   for (Tensor* t : {&x_, &normed_, &q_, &k_, &v_, &attn_, &proj_, &gate_, &up_, &picked_, &logits_}) {
     if (t->data) backend_.free(t->data);
     t->data = nullptr;
   }
-  for (int32_t** p : {&d_tokens_, &d_positions_, &d_seq_start_, &d_out_rows_}) {
+  for (int32_t** p : {&d_tokens_, &d_positions_, &d_seq_start_, &d_out_rows_, &d_cache_rows_,
+                      &d_kv_begin_, &d_kv_end_}) {
     if (*p) backend_.free(*p);
     *p = nullptr;
   }
@@ -103,9 +128,31 @@ void Model::reserve(int32_t max_tokens, int32_t max_out_rows, int32_t max_seqs) 
   d_positions_ = static_cast<int32_t*>(backend_.alloc(max_tokens * sizeof(int32_t)));
   d_seq_start_ = static_cast<int32_t*>(backend_.alloc((max_seqs + 1) * sizeof(int32_t)));
   d_out_rows_ = static_cast<int32_t*>(backend_.alloc(max_out_rows * sizeof(int32_t)));
+  d_cache_rows_ = static_cast<int32_t*>(backend_.alloc(max_tokens * sizeof(int32_t)));
+  d_kv_begin_ = static_cast<int32_t*>(backend_.alloc(max_seqs * sizeof(int32_t)));
+  d_kv_end_ = static_cast<int32_t*>(backend_.alloc(max_seqs * sizeof(int32_t)));
   cap_tokens_ = max_tokens;
   cap_out_ = max_out_rows;
   cap_seqs_ = max_seqs;
+}
+
+void Model::reserve_cache(int32_t rows) {
+  if (rows <= cache_rows_cap_) return;
+  for (Tensor& t : cache_k_) backend_.free(t.data);
+  for (Tensor& t : cache_v_) backend_.free(t.data);
+  cache_k_.clear();
+  cache_v_.clear();
+  const int64_t kv_dim = config_.n_kv_heads * config_.head_dim;
+  for (int64_t l = 0; l < config_.n_layers; l++) {
+    for (std::vector<Tensor>* cache : {&cache_k_, &cache_v_}) {
+      Tensor t;
+      t.rows = rows;
+      t.cols = kv_dim;
+      t.data = backend_.alloc(t.n_bytes());
+      cache->push_back(t);
+    }
+  }
+  cache_rows_cap_ = rows;
 }
 
 Tensor Model::forward(const ForwardBatch& batch) {
@@ -126,6 +173,17 @@ Tensor Model::forward(const ForwardBatch& batch) {
   for (int32_t s = 0; s < layout.n_seqs; s++)
     layout.max_q_len = std::max(layout.max_q_len, batch.seq_start[s + 1] - batch.seq_start[s]);
   layout.max_kv_len = layout.max_q_len;
+  if (batch.use_cache) {
+    for (int32_t s = 0; s < layout.n_seqs; s++) {
+      UNMASK_CHECK(batch.kv_end[s] <= cache_rows_cap_, "KV cache slot beyond the reserved cache");
+      layout.max_kv_len = std::max(layout.max_kv_len, batch.kv_end[s] - batch.kv_begin[s]);
+    }
+    backend_.upload(d_cache_rows_, batch.cache_rows.data(), n * sizeof(int32_t));
+    backend_.upload(d_kv_begin_, batch.kv_begin.data(), layout.n_seqs * sizeof(int32_t));
+    backend_.upload(d_kv_end_, batch.kv_end.data(), layout.n_seqs * sizeof(int32_t));
+    layout.kv_start = d_kv_begin_;
+    layout.kv_end = d_kv_end_;
+  }
 
   // Views of the first n rows of each buffer.
   Tensor x = x_.row_slice(0, n), normed = normed_.row_slice(0, n);
@@ -136,7 +194,8 @@ Tensor Model::forward(const ForwardBatch& batch) {
   const int head_dim = static_cast<int>(c.head_dim);
 
   backend_.embed(d_tokens_, weights_.embedding, x);
-  for (const LayerWeights& l : weights_.layers) {
+  for (size_t layer = 0; layer < weights_.layers.size(); layer++) {
+    const LayerWeights& l = weights_.layers[layer];
     // h = x + Wo · Attn(rope(Wq n), rope(Wk n), Wv n), n = RMSNorm(x)
     backend_.rmsnorm(x, l.attn_norm, eps, normed);
     backend_.matmul(normed, l.wq, &l.bq, q);
@@ -144,8 +203,17 @@ Tensor Model::forward(const ForwardBatch& batch) {
     backend_.matmul(normed, l.wv, &l.bv, v);
     backend_.rope(q, d_positions_, head_dim, theta);
     backend_.rope(k, d_positions_, head_dim, theta);
-    backend_.attention(q, k, v, layout, static_cast<int>(c.n_heads), static_cast<int>(c.n_kv_heads),
-                       head_dim, attn);
+    Tensor keys = k, values = v;
+    if (batch.use_cache) {
+      // Fresh rows overwrite their cache rows; attention then reads each request's whole slot,
+      // stale rows included (the prefix/dual-cache approximation).
+      backend_.scatter_rows(k, d_cache_rows_, cache_k_[layer]);
+      backend_.scatter_rows(v, d_cache_rows_, cache_v_[layer]);
+      keys = cache_k_[layer];
+      values = cache_v_[layer];
+    }
+    backend_.attention(q, keys, values, layout, static_cast<int>(c.n_heads),
+                       static_cast<int>(c.n_kv_heads), head_dim, attn);
     backend_.matmul(attn, l.wo, nullptr, proj);
     backend_.add(x, proj);
     // y = h + W_down (silu(W_gate m) * W_up m), m = RMSNorm(h)
@@ -175,10 +243,11 @@ double Model::forward_flops(const ForwardBatch& batch) const {
   const double kv_dim = static_cast<double>(c.n_kv_heads * c.head_dim);
   const double per_token_layer =
       c.d_model * (q_dim + 2 * kv_dim) + q_dim * c.d_model + 3.0 * c.d_model * c.mlp_hidden;
-  double attention = 0;  // QK^T and PV: 2 * len^2 * q_dim multiply-adds per sequence
+  double attention = 0;  // QK^T and PV: 2 * queries * keys * q_dim multiply-adds per sequence
   for (int32_t s = 0; s + 1 < static_cast<int32_t>(batch.seq_start.size()); s++) {
-    const double len = batch.seq_start[s + 1] - batch.seq_start[s];
-    attention += 2.0 * len * len * q_dim;
+    const double queries = batch.seq_start[s + 1] - batch.seq_start[s];
+    const double keys = batch.use_cache ? batch.kv_end[s] - batch.kv_begin[s] : queries;
+    attention += 2.0 * queries * keys * q_dim;
   }
   const double head = static_cast<double>(batch.out_rows.size()) * c.d_model * c.vocab_size;
   return 2.0 * (c.n_layers * (n * per_token_layer + attention) + head);

@@ -43,10 +43,20 @@ void add_generation_options(CLI::App& app, GenerationOptions& o) {
       ->capture_default_str();
   app.add_option("--threshold", o.threshold,
                  "Parallel decoding: also commit every position with confidence >= this value");
+  app.add_option("--factor", o.factor,
+                 "Parallel decoding: the n-th most confident position also commits while its "
+                 "confidence >= 1 - factor/(n+1)");
+  app.add_option("--cache", o.cache,
+                 "KV cache across a block's steps: none, prefix or dual (an approximation; "
+                 "none reproduces the reference)")
+      ->capture_default_str();
   app.add_option("--seed", o.seed, "Seed of the counter-based noise")->capture_default_str();
-  app.add_flag("--no-eos-stop", o.no_eos_stop,
-               "Keep sampling after the text is final (an EOS committed with nothing masked "
-               "before it); the early stop never changes the text");
+  app.add_flag("--eos-stop,!--no-eos-stop", o.eos_stop,
+               "Stop once the text is final (an EOS committed with nothing masked before it); "
+               "never changes the text (default on)");
+  app.add_flag("--no-eos", o.no_eos, "Never choose EOS/EOT (their logits are -inf)");
+  app.add_flag("--eos-last", o.eos_last,
+               "Give EOS/EOT picks the lowest confidence, so they are committed last");
 }
 
 GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config) {
@@ -75,8 +85,12 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   s.remasking = parse_remasking(o.remasking);
   s.cfg_scale = o.cfg_scale;
   s.threshold = o.threshold;
+  s.factor = o.factor;
+  s.no_eos = o.no_eos;
+  s.eos_last = o.eos_last;
+  s.cache = parse_cache_mode(o.cache);
   s.seed = o.seed;
-  s.eos_stop = !o.no_eos_stop;
+  s.eos_stop = o.eos_stop;
   return s;
 }
 

@@ -29,8 +29,12 @@ struct GenerationOptions {
   std::string remasking = "low_confidence";
   float cfg_scale = 0.f;
   std::optional<float> threshold;
+  std::optional<float> factor;
   uint64_t seed = 0;
-  bool no_eos_stop = false;
+  bool eos_stop = true;
+  bool no_eos = false;
+  bool eos_last = false;
+  std::string cache = "none";
 };
 
 // `formats`: the choices of --format, the first being the default; empty: no --format option.

@@ -17,7 +17,11 @@ nlohmann::json settings_json(const GenerationSettings& s) {
   j["cfg_scale"] = s.cfg_scale;
   j["threshold"] = s.threshold ? nlohmann::json(*s.threshold) : nlohmann::json(nullptr);
   j["seed"] = s.seed;
+  j["factor"] = s.factor ? nlohmann::json(*s.factor) : nlohmann::json(nullptr);
   j["eos_stop"] = s.eos_stop;
+  j["no_eos"] = s.no_eos;
+  j["eos_last"] = s.eos_last;
+  j["cache"] = cache_mode_name(s.cache);
   return j;
 }
 

@@ -19,6 +19,21 @@ Remasking parse_remasking(const std::string& name) {
   fail_usage("--remasking: unknown strategy '" + name + "' (choose low_confidence or random)");
 }
 
+const char* cache_mode_name(CacheMode m) {
+  switch (m) {
+    case CacheMode::Prefix: return "prefix";
+    case CacheMode::Dual: return "dual";
+    default: return "none";
+  }
+}
+
+CacheMode parse_cache_mode(const std::string& name) {
+  if (name == "none") return CacheMode::None;
+  if (name == "prefix") return CacheMode::Prefix;
+  if (name == "dual") return CacheMode::Dual;
+  fail_usage("--cache: unknown mode '" + name + "' (choose none, prefix or dual)");
+}
+
 void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config) {
   auto need = [](bool ok, const std::string& message) {
     if (!ok) fail_usage(message);
@@ -107,7 +122,16 @@ PickParams Sampler::pick_params(int32_t position) const {
   p.top_k = settings_.top_k;
   p.top_p = settings_.top_p;
   p.cfg_scale = settings_.cfg_scale;
+  p.n_banned = settings_.no_eos ? 1 + static_cast<int32_t>(stop_ids_.size()) : 1;
   return p;
+}
+
+std::pair<int32_t, int32_t> Sampler::active_range() const {
+  const int32_t length = static_cast<int32_t>(canvas_.size());
+  if (settings_.cache == CacheMode::None || block_step_ == 0 || block_ < 0) return {0, length};
+  const int32_t lo = prompt_length_ + block_ * settings_.block_length;
+  if (settings_.cache == CacheMode::Prefix) return {lo, length};
+  return {lo, lo + settings_.block_length};
 }
 
 void Sampler::advance() {
@@ -158,6 +182,9 @@ void Sampler::commit(const std::vector<PickResult>& picks) {
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return conf[a] > conf[b]; });
   for (int i = 0; i < n; i++) canvas_[wanted_[order[i]]] = picks[order[i]].token;
 
+  commits_per_step_.push_back(n);
+  if (static_cast<int>(steps_per_block_done_.size()) <= block_) steps_per_block_done_.resize(block_ + 1, 0);
+  steps_per_block_done_[block_]++;
   step_++;
   block_step_++;
   if (settings_.eos_stop && text_is_final()) {

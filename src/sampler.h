@@ -12,9 +12,13 @@
 namespace unmask {
 
 enum class Remasking { LowConfidence, Random };
+// KV caching across the steps of a block (Fast-dLLM): an approximation, never on by default.
+enum class CacheMode { None, Prefix, Dual };
 
 const char* remasking_name(Remasking r);
 Remasking parse_remasking(const std::string& name);  // fail_usage on unknown names
+const char* cache_mode_name(CacheMode m);
+CacheMode parse_cache_mode(const std::string& name);  // fail_usage on unknown names
 
 struct GenerationSettings {
   int gen_length = 128;
@@ -31,6 +35,7 @@ struct GenerationSettings {
   bool eos_stop = true;            // text-preserving early exit
   bool no_eos = false;             // EOS/EOT logits -inf: never chosen
   bool eos_last = false;           // EOS/EOT picks get the lowest confidence: committed last
+  CacheMode cache = CacheMode::None;
 };
 
 // Checks the settings against each other, the prompt and the model; fail_usage says what to change.
@@ -56,6 +61,11 @@ class Sampler {
   bool uses_cfg() const { return settings_.cfg_scale > 0.f; }
   // Canvas positions whose logits this step needs (masked positions of the current block).
   const std::vector<int32_t>& wanted() const { return wanted_; }
+  // Canvas positions [first, second) this step recomputes: the whole canvas without a cache and
+  // at a block's first step (the cache refresh); then the block and everything after it
+  // (prefix) or the block alone (dual).
+  std::pair<int32_t, int32_t> active_range() const;
+  bool refresh_step() const { return active_range().first == 0; }
   PickParams pick_params(int32_t position) const;
   // Applies one step's picks (one per wanted() position, same order).
   void commit(const std::vector<PickResult>& picks);
@@ -65,6 +75,8 @@ class Sampler {
   int steps_done() const { return step_; }
   int forwards() const { return step_ * (uses_cfg() ? 2 : 1); }
   bool stopped_early() const { return stopped_early_; }
+  const std::vector<int>& steps_per_block() const { return steps_per_block_done_; }
+  const std::vector<int>& commits_per_step() const { return commits_per_step_; }
   const GenerationSettings& settings() const { return settings_; }
 
  private:
@@ -85,6 +97,8 @@ class Sampler {
   bool done_ = false;
   bool stopped_early_ = false;
   std::vector<int32_t> wanted_;
+  std::vector<int> steps_per_block_done_;  // forwards spent in each block (stats)
+  std::vector<int> commits_per_step_;      // tokens committed at each step (stats)
 };
 
 // Number of answer tokens before the first stop id (the "generated tokens" of the stats).

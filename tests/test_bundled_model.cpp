@@ -2,6 +2,7 @@
 // CLI uses it when no model is given.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <sstream>
 
@@ -24,8 +25,10 @@ TEST_CASE("bundled model: config, tokenizer and tensors load with consistent spe
   CHECK(c.defaults.gen_length > 0);
   CHECK(c.defaults.gen_length % c.defaults.block_length == 0);
   CHECK(c.defaults.steps % (c.defaults.gen_length / c.defaults.block_length) == 0);
-  // The mask token must survive a round trip through the tokenizer as one piece.
-  CHECK(session->tokenizer->encode("<|endoftext|>") == std::vector<int32_t>{c.eos_token_id});
+  // The end-of-text string is one piece, not spelled out from bytes.
+  const auto ids = session->tokenizer->encode("<|endoftext|>");
+  CHECK(std::count(ids.begin(), ids.end(), c.eos_token_id) == 1);
+  CHECK(ids.size() <= 2);  // sentencepiece may prefix a word-boundary piece
 }
 
 TEST_CASE("bundled model is the default and continues a verse with words") {
