@@ -223,3 +223,48 @@ TEST_CASE("cuda: swiglu, add and gather_rows") {
     CHECK(twin_error(b, gathered) == 0.0);
   }
 }
+
+TEST_CASE("cuda: scatter_rows into a cache and attention over per-sequence cache slots") {
+  UNMASK_REQUIRE_CUDA();
+  Backends b;
+  std::mt19937 gen(9);
+  const int n_heads = 4, n_kv_heads = 2, head_dim = 32;
+  const int64_t q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
+  // Two requests in slots of 64 rows: canvases of 40 and 25 positions; this step recomputes
+  // positions [8, 16) of the first and [20, 25) of the second.
+  const int64_t slot = 64, cache_rows = 2 * slot;
+  Twin cache_k = make_twin(b, cache_rows, kv_dim, random_values(gen, cache_rows * kv_dim));
+  Twin cache_v = make_twin(b, cache_rows, kv_dim, random_values(gen, cache_rows * kv_dim));
+  std::vector<int32_t> rows;
+  for (int32_t p = 8; p < 16; p++) rows.push_back(p);
+  for (int32_t p = 20; p < 25; p++) rows.push_back(static_cast<int32_t>(slot) + p);
+  const int64_t n = static_cast<int64_t>(rows.size());
+  Twin fresh_k = make_twin(b, n, kv_dim, random_values(gen, n * kv_dim));
+  Twin fresh_v = make_twin(b, n, kv_dim, random_values(gen, n * kv_dim));
+  IntTwin drows = make_ints(b, rows);
+  b.cpu->scatter_rows(fresh_k.cpu, drows.cpu, cache_k.cpu);
+  b.gpu->scatter_rows(fresh_k.gpu, drows.gpu, cache_k.gpu);
+  b.cpu->scatter_rows(fresh_v.cpu, drows.cpu, cache_v.cpu);
+  b.gpu->scatter_rows(fresh_v.gpu, drows.gpu, cache_v.gpu);
+  CHECK(twin_error(b, cache_k) == 0.0);
+  CHECK(twin_error(b, cache_v) == 0.0);
+
+  Twin q = make_twin(b, n, q_dim, random_values(gen, n * q_dim));
+  Twin out = make_zeros(b, n, q_dim);
+  IntTwin q_start = make_ints(b, {0, 8, 13});
+  IntTwin kv_begin = make_ints(b, {0, static_cast<int32_t>(slot)});
+  IntTwin kv_end = make_ints(b, {40, static_cast<int32_t>(slot) + 25});
+  AttentionLayout lc, lg;
+  lc.n_seqs = lg.n_seqs = 2;
+  lc.max_q_len = lg.max_q_len = 8;
+  lc.max_kv_len = lg.max_kv_len = 40;
+  lc.q_start = q_start.cpu;
+  lg.q_start = q_start.gpu;
+  lc.kv_start = kv_begin.cpu;
+  lg.kv_start = kv_begin.gpu;
+  lc.kv_end = kv_end.cpu;
+  lg.kv_end = kv_end.gpu;
+  b.cpu->attention(q.cpu, cache_k.cpu, cache_v.cpu, lc, n_heads, n_kv_heads, head_dim, out.cpu);
+  b.gpu->attention(q.gpu, cache_k.gpu, cache_v.gpu, lg, n_heads, n_kv_heads, head_dim, out.gpu);
+  CHECK(twin_error(b, out) <= kF32Tol);
+}

@@ -213,3 +213,30 @@ TEST_CASE("cuda: a ragged batch of requests gives the same ids as each alone") {
   for (size_t i = 0; i < samplers.size(); i++) CHECK(samplers[i]->answer() == expected[i]);
   MESSAGE("peak device memory: " << session->backend->peak_bytes() << " bytes");
 }
+
+TEST_CASE("cuda: KV-cached generation gives the CPU's ids on the f32 fixture") {
+  UNMASK_REQUIRE_CUDA();
+  const auto cases = load_fixture("generate.json")["cases"];
+  const std::string dir = std::string(UNMASK_FIXTURES_DIR) + "/tiny-f32-gqa";
+  auto cpu = open_session(dir, "cpu", 1);
+  auto gpu = open_session(dir, "cuda", 0);
+  for (CacheMode mode : {CacheMode::Prefix, CacheMode::Dual}) {
+    for (float cfg : {0.f, 1.f}) {
+      CAPTURE(cache_mode_name(mode));
+      CAPTURE(cfg);
+      GenerationSettings s;
+      s.gen_length = 24;
+      s.steps = 12;
+      s.block_length = 8;
+      s.cache = mode;
+      s.cfg_scale = cfg;
+      s.eos_stop = false;
+      const auto prompt = cases[0]["prompt_ids"].get<std::vector<int32_t>>();
+      Sampler a(prompt, s, cpu->config), g(prompt, s, gpu->config);
+      Engine ea(*cpu->model), eg(*gpu->model);
+      ea.run({&a});
+      eg.run({&g});
+      CHECK(g.answer() == a.answer());
+    }
+  }
+}
