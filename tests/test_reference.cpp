@@ -4,11 +4,13 @@
 
 #include "cpu_backend.h"
 #include "engine.h"
+#include "fixture_settings.h"
 #include "fixtures.h"
 #include "rng.h"
 #include "session.h"
 
 using namespace unmask;
+using unmask::test::settings_of;
 using unmask::test::fixture;
 using unmask::test::load_json;
 
@@ -74,24 +76,6 @@ TEST_CASE("forward logits match the float64 reference") {
     }
   }
 }
-
-namespace {
-GenerationSettings settings_of(const nlohmann::json& c) {
-  GenerationSettings s;
-  s.gen_length = c["gen_length"].get<int>();
-  s.steps = c["steps"].get<int>();
-  s.block_length = c["block_length"].get<int>();
-  s.temperature = c["temperature"].get<float>();
-  s.top_k = c["top_k"].get<int>();
-  s.top_p = c["top_p"].get<float>();
-  s.remasking = parse_remasking(c["remasking"].get<std::string>());
-  s.cfg_scale = c["cfg_scale"].get<float>();
-  if (!c["threshold"].is_null()) s.threshold = c["threshold"].get<float>();
-  s.seed = c["seed"].get<uint64_t>();
-  s.eos_stop = c["eos_stop"].get<bool>();
-  return s;
-}
-}  // namespace
 
 TEST_CASE("generation reproduces the reference token for token") {
   const auto j = load_json(fixture("generate.json"));

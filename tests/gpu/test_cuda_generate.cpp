@@ -7,12 +7,14 @@
 
 #include "cpu_backend.h"
 #include "engine.h"
+#include "../fixture_settings.h"
 #include "gpu_test.h"
 #include "sampler.h"
 #include "session.h"
 #include "tokenizer.h"
 
 using namespace unmask;
+using unmask::test::settings_of;
 using namespace unmask::gpu_test;
 
 namespace {
@@ -30,21 +32,6 @@ void check_pick(const PickResult& got, const PickResult& want) {
   CHECK(got.entropy == doctest::Approx(want.entropy).epsilon(1e-5));
 }
 
-GenerationSettings settings_of(const nlohmann::json& c) {
-  GenerationSettings s;
-  s.gen_length = c["gen_length"].get<int>();
-  s.steps = c["steps"].get<int>();
-  s.block_length = c["block_length"].get<int>();
-  s.temperature = c["temperature"].get<float>();
-  s.top_k = c["top_k"].get<int>();
-  s.top_p = c["top_p"].get<float>();
-  s.remasking = parse_remasking(c["remasking"].get<std::string>());
-  s.cfg_scale = c["cfg_scale"].get<float>();
-  if (!c["threshold"].is_null()) s.threshold = c["threshold"].get<float>();
-  s.seed = c["seed"].get<uint64_t>();
-  s.eos_stop = c["eos_stop"].get<bool>();
-  return s;
-}
 
 }  // namespace
 
