@@ -198,7 +198,7 @@ pick_kernel(const float* logits, int64_t ld, const float* uncond, int64_t uncond
                                               : nullptr;
   row.w1 = p.cfg_scale + 1.f;
   row.banned = banned_sm;
-  row.n_banned = n_banned;
+  row.n_banned = p.n_banned < 0 ? n_banned : min(p.n_banned, n_banned);
   __syncthreads();
 
   const bool use_top_k = p.top_k > 0 && p.top_k < vocab;

@@ -196,8 +196,10 @@ inline PickResult pick_row_model(const float* logits, const float* uncond, int64
   const float w1 = p.cfg_scale + 1.f;
   auto val = [&](int64_t v) {
     float x = use_cfg ? cfg_combine(logits[v], uncond[v], w1) : logits[v];
-    for (int32_t b : banned)
-      if (b == v) x = kNegInf;
+    const size_t n_banned = p.n_banned < 0 ? banned.size()
+                                           : std::min(banned.size(), static_cast<size_t>(p.n_banned));
+    for (size_t i = 0; i < n_banned; i++)
+      if (banned[i] == v) x = kNegInf;
     return x;
   };
   const bool use_top_k = p.top_k > 0 && p.top_k < vocab;
