@@ -17,6 +17,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "output.h"
 #include "jsonl.h"
 #include "progress.h"
 #include "session.h"
@@ -293,6 +294,8 @@ int run_batch(const BatchOptions& o) {
                       {"stopped_early", s.stopped_early()},
                       {"seconds", seconds},
                       {"tokens_per_second", seconds > 0 ? generated / seconds : 0.0}};
+      const nlohmann::ordered_json decoding = decoding_stats_json(s);
+      for (const auto& [key, value] : decoding.items()) rec["stats"][key] = value;
       writer.write(rec);
       written++;
       tokens += generated;

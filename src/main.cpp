@@ -82,7 +82,12 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
   stats.flops = engine.stats().flops;
   stats.backend = session->backend->name();
   stats.device = session->backend->device();
-  stats.peak_memory_bytes = session->backend->peak_bytes() + session->model->weight_bytes();
+  // The CPU backend leaves weights in the file mapping; the CUDA backend counts its own copy.
+  stats.peak_memory_bytes = session->backend->peak_bytes() +
+                            (session->backend->name() == "cpu" ? session->model->weight_bytes() : 0);
+  stats.decoding = decoding_stats_json(sampler);
+  stats.full_forward_seconds = engine.stats().full_seconds;
+  stats.cached_forward_seconds = engine.stats().cached_seconds;
 
   if (common.format == "json") {
     nlohmann::json j;

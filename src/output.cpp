@@ -1,6 +1,7 @@
 // JSON and human-readable renderings of settings and run statistics.
 #include "output.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace unmask {
@@ -41,6 +42,26 @@ nlohmann::json stats_json(const RunStats& s) {
   j["backend"] = s.backend;
   j["device"] = s.device;
   j["peak_memory_bytes"] = s.peak_memory_bytes;
+  j["full_forward_seconds"] = s.full_forward_seconds;
+  j["cached_forward_seconds"] = s.cached_forward_seconds;
+  for (const auto& [key, value] : s.decoding.items()) j[key] = value;
+  return j;
+}
+
+nlohmann::json decoding_stats_json(const Sampler& s) {
+  const std::vector<int>& commits = s.commits_per_step();
+  int max_commits = 0;
+  double total = 0;
+  for (int c : commits) {
+    max_commits = std::max(max_commits, c);
+    total += c;
+  }
+  nlohmann::json j;
+  j["forwards_per_block"] = s.steps_per_block();
+  j["tokens_per_step_mean"] = commits.empty() ? 0.0 : total / static_cast<double>(commits.size());
+  j["tokens_per_step_max"] = max_commits;
+  j["cache_refreshes"] = s.cache_refreshes();
+  j["cached_steps"] = s.cached_steps();
   return j;
 }
 

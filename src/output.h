@@ -23,6 +23,9 @@ struct RunStats {
   double flops = 0;
   std::string backend, device;
   size_t peak_memory_bytes = 0;
+  nlohmann::json decoding;            // decoding_stats_json of the request
+  double full_forward_seconds = 0;    // forwards over whole canvases
+  double cached_forward_seconds = 0;  // forwards that reused the KV cache
 
   double tokens_per_second() const { return seconds > 0 ? generated_tokens / seconds : 0; }
   double ms_per_step() const { return steps > 0 ? 1000.0 * seconds / steps : 0; }
@@ -30,6 +33,9 @@ struct RunStats {
 
 nlohmann::json settings_json(const GenerationSettings& s);
 nlohmann::json stats_json(const RunStats& s);
+// How one request decoded: forward passes per block, tokens committed per step (mean, max),
+// KV-cache refreshes and cached steps.
+nlohmann::json decoding_stats_json(const Sampler& s);
 // One line for stderr: "12 tokens in 0.41 s (29.3 tok/s), 64 steps, 6.4 ms/step, ...".
 std::string stats_line(const RunStats& s);
 

@@ -183,6 +183,7 @@ void Sampler::commit(const std::vector<PickResult>& picks) {
   for (int i = 0; i < n; i++) canvas_[wanted_[order[i]]] = picks[order[i]].token;
 
   commits_per_step_.push_back(n);
+  if (settings_.cache != CacheMode::None) (block_step_ == 0 ? cache_refreshes_ : cached_steps_)++;
   if (static_cast<int>(steps_per_block_done_.size()) <= block_) steps_per_block_done_.resize(block_ + 1, 0);
   steps_per_block_done_[block_]++;
   step_++;

@@ -77,6 +77,8 @@ class Sampler {
   bool stopped_early() const { return stopped_early_; }
   const std::vector<int>& steps_per_block() const { return steps_per_block_done_; }
   const std::vector<int>& commits_per_step() const { return commits_per_step_; }
+  int cache_refreshes() const { return cache_refreshes_; }  // steps that rebuilt the KV cache
+  int cached_steps() const { return cached_steps_; }        // steps that reused it
   const GenerationSettings& settings() const { return settings_; }
 
  private:
@@ -99,6 +101,7 @@ class Sampler {
   std::vector<int32_t> wanted_;
   std::vector<int> steps_per_block_done_;  // forwards spent in each block (stats)
   std::vector<int> commits_per_step_;      // tokens committed at each step (stats)
+  int cache_refreshes_ = 0, cached_steps_ = 0;
 };
 
 // Number of answer tokens before the first stop id (the "generated tokens" of the stats).
