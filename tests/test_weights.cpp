@@ -171,7 +171,7 @@ TEST_CASE("weights: a complete untied GQA model binds with the right views") {
   CHECK(first(w.layers[0].wq) == model.first_value["model.transformer.blocks.0.q_proj.weight"]);
 }
 
-TEST_CASE("weights: tied head is the embedding; q/k/v biases when configured") {
+TEST_CASE("weights: tied head is the embedding, q/k/v biases when configured") {
   TinyModel model(tiny_tensors(/*head=*/false, /*qkv_bias=*/true));
   json j = tiny_config();
   j["weight_tying"] = true;
