@@ -100,9 +100,15 @@ UNMASK=$BUILD/unmask
 BENCH_OK=0
 if "$UNMASK" bench --help > /dev/null 2>&1; then
   # shellcheck disable=SC2086
-  if timeout 150 "$UNMASK" bench --backend cuda --synthetic llada-8b --gen-length 128 --steps 128 \
-       --block-length 32 --batch-size 1,8 --warmup 1 --repeat 2 --baseline ${BENCH_ARGS:-} \
-       > "$LOGS/bench.txt" 2> "$LOGS/bench.err"; then
+  # Canvases of 64, 256 and 1024 positions (16 prompt + answer), one block each, 16 steps.
+  if timeout 150 "$UNMASK" bench --backend cuda --synthetic llada-8b --prompt-length 16 \
+       --gen-length 48,240,1008 --steps 16 --batch-size 1 --warmup 1 --repeat 2 --baseline \
+       ${BENCH_ARGS:-} > "$LOGS/bench.txt" 2> "$LOGS/bench.err" &&
+     timeout 60 "$UNMASK" bench --backend cuda --synthetic llada-8b --prompt-length 16 \
+       --gen-length 48 --steps 16 --batch-size 8 --warmup 1 --repeat 2 \
+       >> "$LOGS/bench.txt" 2>> "$LOGS/bench.err" &&
+     timeout 60 "$UNMASK" bench --backend cuda --gen-length 64 --batch-size 1,8 --repeat 2 \
+       >> "$LOGS/bench.txt" 2>> "$LOGS/bench.err"; then  # the bundled model
     BENCH_OK=1
   else
     tail -5 "$LOGS/bench.err"
