@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common.h"
+#include "cpu_backend.h"
 #include "engine.h"
 #include "session.h"
 #include "synthetic.h"
@@ -46,15 +47,6 @@ struct BenchResult {
   size_t peak_bytes = 0;
   std::optional<double> baseline_gflops;
 };
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos)
-      return line.substr(line.find(':') + 2);
-  return "unknown";
-}
 
 std::string hostname() {
   char buf[256] = {};
@@ -379,7 +371,7 @@ int run_bench(const BenchOptions& o) {
   ojson report;
   report["unmask_version"] = UNMASK_VERSION;
   report["git_commit"] = UNMASK_GIT_COMMIT;
-  report["machine"] = {{"hostname", hostname()}, {"cpu", cpu_model()},
+  report["machine"] = {{"hostname", hostname()}, {"cpu", cpu_model_name()},
                        {"cores", std::thread::hardware_concurrency()}};
   report["backend"] = subject.be().name();
   report["device"] = subject.be().device();

@@ -37,17 +37,6 @@ void widen(const void* src, DType dtype, int64_t count, float* dst) {
   }
 }
 
-std::string cpu_model_name() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
-  }
-  return "CPU";
-}
 
 // note: every parallel region ends in a barrier, and on a loaded machine a barrier can cost
 // milliseconds while a descheduled thread is waited for; small elementwise ops run serially.
@@ -398,6 +387,18 @@ PickResult pick_row(float* row, const float* uncond_row, int64_t vocab, const Pi
   result.margin = static_cast<float>(p1 - p2);
   result.entropy = static_cast<float>(entropy);
   return result;
+}
+
+std::string cpu_model_name() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "CPU";
 }
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) {

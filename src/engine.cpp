@@ -57,7 +57,6 @@ void Engine::step(const std::vector<Sampler*>& active) {
   struct Span { Sampler* sampler; size_t first_pick; };
   std::vector<Span> spans;
   // Conditional sequences first; their rows fill out_rows [0, n_cond).
-  std::vector<int32_t> cond_start;
   bool any_cache = false, any_refresh = false;
   for (Sampler* s : active) {
     if (s->done()) continue;
@@ -80,7 +79,6 @@ void Engine::step(const std::vector<Sampler*>& active) {
     if (s->done()) continue;
     const int32_t slot_row = any_cache ? slot_for(s, active) * slot_rows_ : 0;
     const int32_t start = add(s, s->canvas(), slot_row);
-    cond_start.push_back(start);
     spans.push_back({s, params_.size()});
     for (int32_t pos : s->wanted()) {
       batch_.out_rows.push_back(start + pos);
