@@ -111,6 +111,10 @@ class CudaBackend final : public Backend {
     sync_and_check();
   }
 
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes > 0) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx_.stream));
+  }
+
   size_t peak_bytes() const override { return peak_bytes_; }
 
   Tensor random_weight(int64_t rows, int64_t cols, DType dtype, uint64_t seed, float scale) override {

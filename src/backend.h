@@ -59,6 +59,8 @@ class Backend {
   virtual Tensor upload_weight(const Tensor& host) = 0;
   virtual void upload(void* dst, const void* src, size_t bytes) = 0;
   virtual void download(void* dst, const void* src, size_t bytes) = 0;
+  // dst = src, both in backend memory (the memory-bandwidth baseline of `unmask bench`).
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual size_t peak_bytes() const = 0;  // high-water mark of alloc + uploaded weights
   // A [rows, cols] weight of `dtype` in backend memory, element i = synthetic_weight(seed, i,
   // scale) rounded to dtype (rng.h): synthetic models of a real shape, no file needed, identical

@@ -46,6 +46,8 @@ struct BenchResult {
   double gflops = 0;              // FLOPs / forward time over the timed runs
   size_t peak_bytes = 0;
   std::optional<double> baseline_gflops;
+  std::optional<double> copy_gbps;  // backend copy bandwidth, bytes read + written per second
+  size_t weight_bytes = 0;
 };
 
 std::string hostname() {
@@ -191,6 +193,28 @@ double baseline_gflops(Subject& subject, int64_t rows) {
   return 2.0 * static_cast<double>(rows) * c.d_model * c.mlp_hidden * iters / seconds / 1e9;
 }
 
+// A copy of 256 MiB inside backend memory: the bandwidth ceiling for reading the weights.
+double copy_gbps(Subject& subject) {
+  Backend& be = subject.be();
+  const size_t bytes = size_t{256} << 20;
+  void* src = be.alloc(bytes);
+  void* dst = be.alloc(bytes);
+  be.copy(dst, src, bytes);  // warm-up: first touch of the pages
+  be.synchronize();
+  int iters = 0;
+  double seconds = 0;
+  const auto t0 = Clock::now();
+  while (iters < 3 || seconds < 0.3) {
+    be.copy(dst, src, bytes);
+    be.synchronize();
+    iters++;
+    seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  be.free(dst);
+  be.free(src);
+  return 2.0 * static_cast<double>(bytes) * iters / seconds / 1e9;
+}
+
 BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o) {
   const GenerationSettings& s = c.settings;
   const int32_t canvas = o.prompt_length + s.gen_length;
@@ -222,7 +246,11 @@ BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o
   r.ms_p90 = percentile(forward_ms, 0.9);
   r.gflops = forward_seconds > 0 ? flops / forward_seconds / 1e9 : 0;
   r.peak_bytes = subject.peak_bytes();
-  if (o.baseline) r.baseline_gflops = baseline_gflops(subject, static_cast<int64_t>(seqs) * canvas);
+  r.weight_bytes = subject.model().weight_bytes();
+  if (o.baseline) {
+    r.baseline_gflops = baseline_gflops(subject, static_cast<int64_t>(seqs) * canvas);
+    r.copy_gbps = copy_gbps(subject);
+  }
   return r;
 }
 
@@ -253,6 +281,15 @@ ojson result_json(const BenchResult& r, int prompt_length) {
   j["baseline_fraction"] = r.baseline_gflops && *r.baseline_gflops > 0
                                ? ojson(r.gflops / *r.baseline_gflops)
                                : ojson(nullptr);
+  j["weight_bytes"] = r.weight_bytes;
+  j["copy_gbytes_per_second"] = r.copy_gbps ? ojson(*r.copy_gbps) : ojson(nullptr);
+  // Time to read every weight once at the copy's memory traffic rate, and the median forward
+  // against it (a memory-bound forward cannot beat 1).
+  const double read_ms = r.copy_gbps && *r.copy_gbps > 0
+                             ? static_cast<double>(r.weight_bytes) / (*r.copy_gbps * 1e9) * 1e3
+                             : 0.0;
+  j["weight_read_ms"] = read_ms > 0 ? ojson(read_ms) : ojson(nullptr);
+  j["forward_over_weight_read"] = read_ms > 0 ? ojson(r.ms_median / read_ms) : ojson(nullptr);
   return j;
 }
 
@@ -295,7 +332,7 @@ void print_table(const ojson& report) {
                         !report["results"][0]["baseline_gflops_per_second"].is_null();
   std::printf("%6s %7s %6s %6s %6s %10s %8s %9s %9s %7s %9s %9s", "cache", "gen", "batch", "steps", "block",
               "tok/s", "steps/s", "ms/fwd", "p90 ms", "fwd", "GFLOP/s", "peak MB");
-  if (baseline) std::printf(" %9s %6s", "GEMM GF/s", "frac");
+  if (baseline) std::printf(" %9s %6s %8s %8s", "GEMM GF/s", "frac", "copy GB/s", "fwd/read");
   std::printf("\n");
   for (const ojson& r : report["results"]) {
     std::printf("%6s %7d %6d %6d %6d %10.1f %8.2f %9.2f %9.2f %7lld %9.2f %9.1f",
@@ -307,8 +344,9 @@ void print_table(const ojson& report) {
                 r["gflops_per_second"].get<double>(),
                 r["peak_memory_bytes"].get<double>() / (1024.0 * 1024.0));
     if (baseline)
-      std::printf(" %9.2f %6.2f", r["baseline_gflops_per_second"].get<double>(),
-                  r["baseline_fraction"].get<double>());
+      std::printf(" %9.2f %6.2f %8.1f %8.2f", r["baseline_gflops_per_second"].get<double>(),
+                  r["baseline_fraction"].get<double>(), r["copy_gbytes_per_second"].get<double>(),
+                  r["forward_over_weight_read"].get<double>());
     std::printf("\n");
   }
 }

@@ -77,6 +77,13 @@ TEST_CASE("bench --format json on the fixture model: the cartesian product, all 
     CHECK(res["runs"] == 2);
     CHECK(res["baseline_gflops_per_second"].get<double>() > 0);
     CHECK(res["baseline_fraction"].get<double>() > 0);
+    CHECK(res["copy_gbytes_per_second"].get<double>() > 0);
+    CHECK(res["weight_bytes"].get<size_t>() > 0);
+    // weight_read_ms: the weights' bytes at the copy's traffic rate (read + write bytes per s).
+    CHECK(res["weight_read_ms"].get<double>() ==
+          doctest::Approx(res["weight_bytes"].get<double>() /
+                          (res["copy_gbytes_per_second"].get<double>() * 1e9) * 1e3));
+    CHECK(res["forward_over_weight_read"].get<double>() > 0);
     CHECK(res["steps"] == res["gen_length"]);  // steps default to gen-length
   }
 }
