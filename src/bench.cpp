@@ -165,6 +165,24 @@ RunOutcome run_once(Subject& subject, const BenchCase& c, int prompt_length) {
   return r;
 }
 
+// Mean seconds of one call of `op` on `be`, after one untimed call (first touch, lazy setup):
+// at least 3 calls and 0.3 s.
+template <class Op>
+double seconds_per_call(Backend& be, Op op) {
+  op();
+  be.synchronize();
+  int calls = 0;
+  double seconds = 0;
+  const auto t0 = Clock::now();
+  while (calls < 3 || seconds < 0.3) {
+    op();
+    be.synchronize();
+    calls++;
+    seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  return seconds / calls;
+}
+
 // The backend's matmul on the model's largest weight shape [mlp_hidden, d_model] with the case's
 // canvas rows: the same code path as the forward's GEMMs, without everything around them.
 double baseline_gflops(Subject& subject, int64_t rows) {
@@ -176,21 +194,11 @@ double baseline_gflops(Subject& subject, int64_t rows) {
   out.rows = rows;
   out.cols = c.mlp_hidden;
   out.data = be.alloc(out.n_bytes());
-  be.matmul(x, w, nullptr, out);  // warm-up
-  be.synchronize();
-  int iters = 0;
-  const auto t0 = Clock::now();
-  double seconds = 0;
-  while (iters < 3 || seconds < 0.3) {
-    be.matmul(x, w, nullptr, out);
-    be.synchronize();
-    iters++;
-    seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  }
+  const double seconds = seconds_per_call(be, [&] { be.matmul(x, w, nullptr, out); });
   be.free(out.data);
   be.free(x.data);
   be.free(w.data);
-  return 2.0 * static_cast<double>(rows) * c.d_model * c.mlp_hidden * iters / seconds / 1e9;
+  return 2.0 * static_cast<double>(rows) * c.d_model * c.mlp_hidden / seconds / 1e9;
 }
 
 // A copy of 256 MiB inside backend memory: the bandwidth ceiling for reading the weights.
@@ -199,20 +207,10 @@ double copy_gbps(Subject& subject) {
   const size_t bytes = size_t{256} << 20;
   void* src = be.alloc(bytes);
   void* dst = be.alloc(bytes);
-  be.copy(dst, src, bytes);  // warm-up: first touch of the pages
-  be.synchronize();
-  int iters = 0;
-  double seconds = 0;
-  const auto t0 = Clock::now();
-  while (iters < 3 || seconds < 0.3) {
-    be.copy(dst, src, bytes);
-    be.synchronize();
-    iters++;
-    seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  }
+  const double seconds = seconds_per_call(be, [&] { be.copy(dst, src, bytes); });
   be.free(dst);
   be.free(src);
-  return 2.0 * static_cast<double>(bytes) * iters / seconds / 1e9;
+  return 2.0 * static_cast<double>(bytes) / seconds / 1e9;
 }
 
 BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o) {
