@@ -11,6 +11,7 @@
 #include "backend.h"
 #include "common.h"
 #include "cpu_backend.h"
+#include "fixture_cases.h"
 #include "fixtures.h"
 #include "rng.h"
 
@@ -124,17 +125,6 @@ TEST_CASE("cuda host: order keys sort like the floats") {
   CHECK(pick::order_key(-0.f) == pick::order_key(0.f));
 }
 
-namespace {
-
-void check_same(const PickResult& got, const PickResult& want) {
-  CHECK(got.token == want.token);
-  CHECK(got.prob == doctest::Approx(want.prob).epsilon(1e-5));
-  CHECK(got.margin == doctest::Approx(want.margin).epsilon(1e-5));
-  CHECK(got.entropy == doctest::Approx(want.entropy).epsilon(1e-5));
-}
-
-}  // namespace
-
 // The kernel's algorithm (radix boundaries instead of sorting) against the CPU's pick_row.
 TEST_CASE("cuda host: the pick kernel's algorithm reproduces pick_row") {
   std::mt19937 gen(11);
@@ -172,7 +162,7 @@ TEST_CASE("cuda host: the pick kernel's algorithm reproduces pick_row") {
             const PickResult model = pick::pick_row_model(row.data(), u, vocab, p, banned);
             std::vector<float> work = row;
             const PickResult want = pick_row(work.data(), u, vocab, p, banned, scratch);
-            check_same(model, want);
+            unmask::test::check_pick(model, want);
             cases++;
           }
         }
@@ -201,11 +191,7 @@ TEST_CASE("cuda host: the pick algorithm matches the reference fixture rows") {
     const PickResult r = pick::pick_row_model(row.data(), uncond.empty() ? nullptr : uncond.data(),
                                               static_cast<int64_t>(row.size()), p,
                                               {c["mask_token_id"].get<int32_t>()});
-    const auto& e = c["expected"];
-    CHECK(r.token == e["token"].get<int32_t>());
-    CHECK(r.prob == doctest::Approx(e["prob"].get<double>()).epsilon(1e-5));
-    CHECK(r.margin == doctest::Approx(e["margin"].get<double>()).epsilon(1e-5));
-    CHECK(r.entropy == doctest::Approx(e["entropy"].get<double>()).epsilon(1e-5));
+    unmask::test::check_pick(r, unmask::test::expected_pick(c["expected"]));
   }
 }
 

@@ -4,7 +4,7 @@
 
 #include "cpu_backend.h"
 #include "engine.h"
-#include "fixture_settings.h"
+#include "fixture_cases.h"
 #include "fixtures.h"
 #include "rng.h"
 #include "session.h"
@@ -47,11 +47,7 @@ TEST_CASE("pick matches the reference on every fixture row") {
     const std::vector<int32_t> banned = {c["mask_token_id"].get<int32_t>()};
     const PickResult r = pick_row(row.data(), uncond.empty() ? nullptr : uncond.data(),
                                   static_cast<int64_t>(row.size()), p, banned, scratch);
-    const auto& e = c["expected"];
-    CHECK(r.token == e["token"].get<int32_t>());
-    CHECK(r.prob == doctest::Approx(e["prob"].get<double>()).epsilon(1e-5));
-    CHECK(r.margin == doctest::Approx(e["margin"].get<double>()).epsilon(1e-5));
-    CHECK(r.entropy == doctest::Approx(e["entropy"].get<double>()).epsilon(1e-5));
+    unmask::test::check_pick(r, unmask::test::expected_pick(c["expected"]));
   }
 }
 
@@ -98,22 +94,14 @@ TEST_CASE("generation reproduces the reference token for token") {
 TEST_CASE("a request gives the same ids alone and inside a ragged batch") {
   const auto j = load_json(fixture("generate.json"));
   auto session = open_session(fixture("tiny-f32-gqa"), "cpu", 0);
-  std::vector<std::unique_ptr<Sampler>> owned;
-  std::vector<Sampler*> samplers;
-  std::vector<std::vector<int32_t>> expected;
-  for (const auto& c : j["cases"]) {
-    if (c["model"] != "tiny-f32-gqa") continue;
-    owned.push_back(std::make_unique<Sampler>(c["prompt_ids"].get<std::vector<int32_t>>(),
-                                              settings_of(c), session->config));
-    samplers.push_back(owned.back().get());
-    expected.push_back(c["expected_ids"].get<std::vector<int32_t>>());
-  }
-  REQUIRE(samplers.size() >= 5);
+  auto batch = unmask::test::fixture_requests(j["cases"], "tiny-f32-gqa", session->config);
+  REQUIRE(batch.samplers.size() >= 5);
   Engine engine(*session->model);
-  engine.run(samplers);
-  for (size_t i = 0; i < samplers.size(); i++) CHECK(samplers[i]->answer() == expected[i]);
+  engine.run(batch.samplers);
+  for (size_t i = 0; i < batch.samplers.size(); i++)
+    CHECK(batch.samplers[i]->answer() == batch.expected[i]);
   // Fewer batched forwards than the sum of per-request ones: the batch really was shared.
   int64_t separate = 0;
-  for (Sampler* s : samplers) separate += s->steps_done();
+  for (Sampler* s : batch.samplers) separate += s->steps_done();
   CHECK(engine.stats().forward_calls < separate);
 }

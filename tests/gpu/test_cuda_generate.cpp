@@ -7,13 +7,14 @@
 
 #include "cpu_backend.h"
 #include "engine.h"
-#include "../fixture_settings.h"
+#include "../fixture_cases.h"
 #include "gpu_test.h"
 #include "sampler.h"
 #include "session.h"
 #include "tokenizer.h"
 
 using namespace unmask;
+using unmask::test::check_pick;
 using unmask::test::settings_of;
 using namespace unmask::gpu_test;
 
@@ -23,13 +24,6 @@ nlohmann::json load_fixture(const std::string& name) {
   std::ifstream in(std::string(UNMASK_FIXTURES_DIR) + "/" + name);
   REQUIRE(in);
   return nlohmann::json::parse(in);
-}
-
-void check_pick(const PickResult& got, const PickResult& want) {
-  CHECK(got.token == want.token);
-  CHECK(got.prob == doctest::Approx(want.prob).epsilon(1e-5));
-  CHECK(got.margin == doctest::Approx(want.margin).epsilon(1e-5));
-  CHECK(got.entropy == doctest::Approx(want.entropy).epsilon(1e-5));
 }
 
 
@@ -107,11 +101,7 @@ TEST_CASE("cuda: pick reproduces the reference fixture rows") {
     p.uncond_row = 0;
     PickResult r;
     gpu->pick(l, u.data ? &u : nullptr, &p, {c["mask_token_id"].get<int32_t>()}, &r);
-    const auto& e = c["expected"];
-    CHECK(r.token == e["token"].get<int32_t>());
-    CHECK(r.prob == doctest::Approx(e["prob"].get<double>()).epsilon(1e-5));
-    CHECK(r.margin == doctest::Approx(e["margin"].get<double>()).epsilon(1e-5));
-    CHECK(r.entropy == doctest::Approx(e["entropy"].get<double>()).epsilon(1e-5));
+    check_pick(r, unmask::test::expected_pick(c["expected"]));
     gpu->free(l.data);
     if (u.data) gpu->free(u.data);
   }
@@ -184,20 +174,12 @@ TEST_CASE("cuda: a ragged batch of requests gives the same ids as each alone") {
   UNMASK_REQUIRE_CUDA();
   const auto j = load_fixture("generate.json");
   auto session = open_session(std::string(UNMASK_FIXTURES_DIR) + "/tiny-f32-gqa", "cuda", 0);
-  std::vector<std::unique_ptr<Sampler>> owned;
-  std::vector<Sampler*> samplers;
-  std::vector<std::vector<int32_t>> expected;
-  for (const auto& c : j["cases"]) {
-    if (c["model"] != "tiny-f32-gqa") continue;
-    owned.push_back(std::make_unique<Sampler>(c["prompt_ids"].get<std::vector<int32_t>>(),
-                                              settings_of(c), session->config));
-    samplers.push_back(owned.back().get());
-    expected.push_back(c["expected_ids"].get<std::vector<int32_t>>());
-  }
-  REQUIRE(samplers.size() >= 5);
+  auto batch = unmask::test::fixture_requests(j["cases"], "tiny-f32-gqa", session->config);
+  REQUIRE(batch.samplers.size() >= 5);
   Engine engine(*session->model);
-  engine.run(samplers);
-  for (size_t i = 0; i < samplers.size(); i++) CHECK(samplers[i]->answer() == expected[i]);
+  engine.run(batch.samplers);
+  for (size_t i = 0; i < batch.samplers.size(); i++)
+    CHECK(batch.samplers[i]->answer() == batch.expected[i]);
   MESSAGE("peak device memory: " << session->backend->peak_bytes() << " bytes");
 }
 

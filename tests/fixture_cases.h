@@ -1,0 +1,70 @@
+// Helpers over the reference fixtures shared by the CPU and GPU test binaries: a generate.json
+// case's settings, a pick.json case's expected result, and the comparison of two picks.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "sampler.h"
+
+namespace unmask::test {
+
+inline GenerationSettings settings_of(const nlohmann::json& c) {
+  GenerationSettings s;
+  s.gen_length = c["gen_length"].get<int>();
+  s.steps = c["steps"].get<int>();
+  s.block_length = c["block_length"].get<int>();
+  s.temperature = c["temperature"].get<float>();
+  s.top_k = c["top_k"].get<int>();
+  s.top_p = c["top_p"].get<float>();
+  s.remasking = parse_remasking(c["remasking"].get<std::string>());
+  s.cfg_scale = c["cfg_scale"].get<float>();
+  if (!c["threshold"].is_null()) s.threshold = c["threshold"].get<float>();
+  s.seed = c["seed"].get<uint64_t>();
+  s.eos_stop = c["eos_stop"].get<bool>();
+  return s;
+}
+
+// Samplers for every generate.json case of `model`, with the ids each must produce.
+struct FixtureRequests {
+  std::vector<std::unique_ptr<Sampler>> owned;
+  std::vector<Sampler*> samplers;
+  std::vector<std::vector<int32_t>> expected;
+};
+
+inline FixtureRequests fixture_requests(const nlohmann::json& cases, const std::string& model,
+                                        const ModelConfig& config) {
+  FixtureRequests r;
+  for (const auto& c : cases) {
+    if (c["model"] != model) continue;
+    r.owned.push_back(std::make_unique<Sampler>(c["prompt_ids"].get<std::vector<int32_t>>(),
+                                                settings_of(c), config));
+    r.samplers.push_back(r.owned.back().get());
+    r.expected.push_back(c["expected_ids"].get<std::vector<int32_t>>());
+  }
+  return r;
+}
+
+inline PickResult expected_pick(const nlohmann::json& e) {
+  PickResult r;
+  r.token = e["token"].get<int32_t>();
+  r.prob = e["prob"].get<float>();
+  r.margin = e["margin"].get<float>();
+  r.entropy = e["entropy"].get<float>();
+  return r;
+}
+
+// Same token exactly; the float statistics within 1e-5 relative.
+inline void check_pick(const PickResult& got, const PickResult& want) {
+  CHECK(got.token == want.token);
+  CHECK(got.prob == doctest::Approx(want.prob).epsilon(1e-5));
+  CHECK(got.margin == doctest::Approx(want.margin).epsilon(1e-5));
+  CHECK(got.entropy == doctest::Approx(want.entropy).epsilon(1e-5));
+}
+
+}  // namespace unmask::test
