@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "bpe_tokenizer.h"
 #include "common.h"
 
 namespace unmask {
@@ -13,11 +14,12 @@ namespace {
 
 class SentencePieceTokenizer final : public Tokenizer {
  public:
-  explicit SentencePieceTokenizer(const std::string& path) {
+  explicit SentencePieceTokenizer(const std::string& path) : path_(path) {
     const auto status = processor_.Load(path);
     if (!status.ok()) fail_input(path + ": not a valid sentencepiece model (" + status.ToString() + ")");
   }
   std::string kind() const override { return "sentencepiece"; }
+  std::string source() const override { return path_; }
   std::vector<int32_t> encode(const std::string& text) const override {
     std::vector<int> ids;
     const auto status = processor_.Encode(text, &ids);
@@ -47,6 +49,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   int32_t vocab_size() const override { return processor_.GetPieceSize(); }
 
  private:
+  std::string path_;
   sentencepiece::SentencePieceProcessor processor_;
 };
 
@@ -54,12 +57,15 @@ class SentencePieceTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   namespace fs = std::filesystem;
-  const fs::path sp = fs::path(model_dir) / "tokenizer.model";
-  if (fs::exists(sp)) return std::make_unique<SentencePieceTokenizer>(sp.string());
-  if (fs::exists(fs::path(model_dir) / "tokenizer.json") || fs::exists(fs::path(model_dir) / "vocab.json"))
-    fail_input(model_dir + ": byte-level BPE tokenizers (tokenizer.json / vocab.json) are not supported "
-               "yet; this unmask reads sentencepiece tokenizer.model");
-  fail_input(model_dir + ": no tokenizer found (expected tokenizer.model)");
+  const fs::path dir(model_dir);
+  // note: tokenizer.json first: a directory with both was converted, and tokenizer.json is what
+  // transformers' fast tokenizer (the reference encoding) reads.
+  if (fs::exists(dir / "tokenizer.json")) return load_tokenizer_json((dir / "tokenizer.json").string());
+  if (fs::exists(dir / "tokenizer.model"))
+    return std::make_unique<SentencePieceTokenizer>((dir / "tokenizer.model").string());
+  if (fs::exists(dir / "vocab.json")) return load_vocab_merges(model_dir);
+  fail_input(model_dir + ": no tokenizer found (expected tokenizer.json, tokenizer.model, "
+             "or vocab.json + merges.txt)");
 }
 
 std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& ids,

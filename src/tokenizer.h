@@ -11,15 +11,24 @@ namespace unmask {
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
-  virtual std::string kind() const = 0;  // e.g. "sentencepiece"
+  virtual std::string kind() const = 0;  // e.g. "sentencepiece", "bpe (tokenizer.json)"
+  // The file(s) it was loaded from, for `unmask info`.
+  virtual std::string source() const { return ""; }
+  // Text to ids: added/special tokens written in the text are matched; nothing is prepended or
+  // appended (see wrap_single).
   virtual std::vector<int32_t> encode(const std::string& text) const = 0;
+  // The post-processor's single-sequence template applied to encode()'s ids (e.g. BOS first).
+  virtual std::vector<int32_t> wrap_single(std::vector<int32_t> ids) const { return ids; }
+  // Ids to text, special tokens included; unknown ids are skipped; invalid UTF-8 becomes U+FFFD.
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual std::string piece(int32_t id) const = 0;       // the raw piece, for display
-  virtual int32_t piece_to_id(const std::string& piece) const = 0;  // -1 when unknown
-  virtual int32_t vocab_size() const = 0;
+  virtual int32_t piece_to_id(const std::string& piece) const = 0;  // -1 when unknown; added tokens too
+  virtual int32_t vocab_size() const = 0;  // highest id + 1, added tokens included
 };
 
-// Loads `model_dir/tokenizer.model` (sentencepiece). fail_input names the file on errors.
+// Picks by the files in `model_dir`: tokenizer.json (Hugging Face, BPE), else tokenizer.model
+// (sentencepiece), else vocab.json + merges.txt (+ tokenizer_config.json; the Qwen2 byte-level
+// BPE). fail_input names the file on errors.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
 
 // Decodes ids up to (not including) the first stop id.
