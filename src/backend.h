@@ -22,6 +22,10 @@ struct PickParams {
   float cfg_scale = 0.f;    // > 0: combine with row `uncond_row` of the unconditional logits
   int32_t uncond_row = -1;
   int32_t n_banned = -1;    // bans the first n entries of pick's banned list; -1: all of them
+  // Dream's sample_tokens: logits / temperature, then top-p, then top-k, and prob, margin and
+  // entropy taken from those filtered, tempered probabilities. Off: LLaDA's order (top-k, then
+  // top-p) with the statistics of the unfiltered softmax(logits).
+  bool filtered_confidence = false;
 };
 
 // The O(1) numbers per row that cross back to the host.
@@ -29,7 +33,7 @@ struct PickResult {
   int32_t token = -1;   // argmax of filtered logits + temperature * Gumbel noise
   float prob = 0.f;     // softmax(logits)[token] under the unfiltered, unperturbed logits
   float margin = 0.f;   // p(top1) - p(top2)
-  float entropy = 0.f;  // -sum p log p
+  float entropy = 0.f;  // -sum p log p; with filtered_confidence: -sum p log(p + 1e-10) (Dream)
 };
 
 // Ragged batch layout for attention: sequence s owns query rows [q_start[s], q_start[s+1]) and

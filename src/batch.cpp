@@ -108,18 +108,22 @@ ojson error_record(const BatchLine& line) {
   return r;
 }
 
-// A chat template plugs in here once models carry one.
-std::string render_chat(const nlohmann::json& /*messages*/, const Session& /*session*/) {
-  fail_input("chat messages need a model with a chat template; this model has none");
+// The line's prompt ids: `messages` always through the chat template; `prompt` through it
+// under --chat, else as plain text.
+std::vector<int32_t> line_prompt_ids(const BatchLine& line, const BatchOptions& o,
+                                     const Session& session) {
+  if (line.messages.is_null()) return encode_prompt(session, line.prompt, o.prompt.chat, o.prompt.system);
+  std::vector<ChatMessage> messages;
+  for (const nlohmann::json& m : line.messages)
+    messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+  return session.tokenizer->encode(render_chat(session.chat, std::move(messages), o.prompt.system));
 }
 
 // Tokenizes and validates one line; problems become the line's error.
 void prepare(Work& w, const BatchOptions& o, const Session& session) {
   if (!w.line.error.empty()) return;
   try {
-    const std::string prompt =
-        w.line.messages.is_null() ? w.line.prompt : render_chat(w.line.messages, session);
-    w.prompt_ids = session.tokenizer->encode(prompt);
+    w.prompt_ids = line_prompt_ids(w.line, o, session);
     w.settings = resolve_settings(apply_overrides(o.gen, w.line.overrides), session.config);
     validate_settings(w.settings, w.prompt_ids.size(), session.config);
   } catch (const Error& e) {
@@ -162,6 +166,7 @@ CLI::App* add_batch_command(CLI::App& app, BatchOptions& o) {
       ->required();
   add_common_options(*cmd, o.common, {});
   add_generation_options(*cmd, o.gen);
+  add_prompt_options(*cmd, o.prompt);
   cmd->add_option("--batch-size", o.batch_size,
                   "Requests run together (0: from canvas size and backend; 8 on the CPU)")
       ->check(CLI::NonNegativeNumber)
@@ -222,7 +227,8 @@ int run_batch(const BatchOptions& o) {
     return true;
   });
 
-  auto session = open_session(resolve_model_dir(o.common.model), o.common.backend, o.common.threads);
+  auto session = open_session(resolve_model_dir(o.common.model), o.common.backend, o.common.threads,
+                              o.common.mask_id);
   int max_canvas = 1, max_block = 1;
   bool any_cfg = false, any_cache = false;
   for (Work& w : work) {

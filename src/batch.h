@@ -13,6 +13,7 @@ namespace unmask {
 struct BatchOptions {
   CommonOptions common;  // no --format: the output is always JSONL
   GenerationOptions gen;
+  PromptOptions prompt;       // --chat wraps "prompt" lines too; --system joins every chat prompt
   std::string input, output;  // "-": stdin / stdout
   int batch_size = 0;         // 0: chosen from the canvas size and the backend
   bool resume = false;

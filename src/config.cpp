@@ -1,111 +1,47 @@
 // config.json → ModelConfig: typed, range-checked and cross-checked once, naming the key at fault.
 #include "config.h"
 
-#include <cmath>
-#include <limits>
-#include <nlohmann/json.hpp>
+#include <algorithm>
 
-#include "common.h"
-#include "safetensors.h"  // printable()
+#include "config_reader.h"
 
 namespace unmask {
 
-using json = nlohmann::json;
+using config_detail::json;
+using config_detail::Reader;
+using config_detail::describe;
 
 namespace {
 
-// note: sizes and ids are capped at int32 so every downstream product of two of them fits int64.
-constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
-
-std::string describe(const json& v) {
-  if (v.is_string()) return "\"" + printable(v.get<std::string>(), 40) + "\"";
-  if (v.is_array()) return "an array";
-  if (v.is_object()) return "an object";
-  return printable(v.dump(), 40);
-}
-
-// Typed access to one JSON object; `prefix` names the enclosing object in messages.
-class Reader {
- public:
-  Reader(const json& obj, const std::string& path, const std::string& prefix = "")
-      : obj_(obj), path_(path), prefix_(prefix) {}
-
-  // The value, or nullptr when absent or null (HF configs write null for "use the default").
-  const json* get(const std::string& key) const {
-    auto it = obj_.find(key);
-    return (it == obj_.end() || it->is_null()) ? nullptr : &*it;
-  }
-
-  [[noreturn]] void fail(const std::string& what) const { fail_input(path_ + ": " + what); }
-  [[noreturn]] void fail_key(const std::string& key, const std::string& what) const {
-    fail_input(path_ + ": key '" + prefix_ + key + "' " + what);
-  }
-  [[noreturn]] void bad(const std::string& key, const std::string& what, const json& v) const {
-    fail_key(key, what + " (got " + describe(v) + ")");
-  }
-
-  const json& required(const std::string& key) const {
-    const json* v = get(key);
-    if (v == nullptr) fail_input(path_ + ": missing required key '" + prefix_ + key + "'");
-    return *v;
-  }
-
-  // An integer in [lo, kMaxInt]; lo is 1 for sizes, 0 for token ids.
-  int64_t integer(const std::string& key, const json& v, int64_t lo) const {
-    const char* what = lo > 0 ? "must be a positive integer" : "must be a non-negative integer";
-    if (!v.is_number_integer()) bad(key, what, v);
-    if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(kMaxInt)
-                               : v.get<int64_t>() > kMaxInt) {
-      bad(key, "must be at most " + std::to_string(kMaxInt), v);
-    }
-    if (v.get<int64_t>() < lo) bad(key, what, v);
-    return v.get<int64_t>();
-  }
-  int64_t required_int(const std::string& key, int64_t lo = 1) const {
-    return integer(key, required(key), lo);
-  }
-  int64_t optional_int(const std::string& key, int64_t fallback, int64_t lo = 1) const {
-    const json* v = get(key);
-    return v ? integer(key, *v, lo) : fallback;
-  }
-
-  double positive_number(const std::string& key, double fallback) const {
-    const json* v = get(key);
-    if (v == nullptr) return fallback;
-    if (!v->is_number() || !(v->get<double>() > 0) || !std::isfinite(v->get<double>())) {
-      bad(key, "must be a positive number", *v);
-    }
-    return v->get<double>();
-  }
-
-  bool boolean(const std::string& key, bool fallback) const {
-    const json* v = get(key);
-    if (v == nullptr) return fallback;
-    if (!v->is_boolean()) bad(key, "must be true or false", *v);
-    return v->get<bool>();
-  }
-
- private:
-  const json& obj_;
-  const std::string& path_;
-  std::string prefix_;
-};
-
+// model_type (or architectures) -> family. Hugging Face spells Dream's model_type "Dream".
 std::string detect_family(const Reader& r) {
+  struct Known {
+    const char* model_type;
+    const char* architecture;
+    const char* family;
+  };
+  static const Known known[] = {
+      {"llada", "LLaDAModelLM", "llada"},
+      {"Dream", "DreamModel", "dream"},
+      {"llama", "LlamaForCausalLM", "llama"},
+  };
+  const std::string supported = "supported: llada, Dream, llama";
   if (const json* type = r.get("model_type")) {
     if (!type->is_string()) r.bad("model_type", "must be a string", *type);
     const std::string& name = type->get_ref<const std::string&>();
-    if (name != "llada") r.fail("unsupported model_type '" + printable(name) + "' (supported: llada)");
-    return name;
+    for (const Known& k : known)
+      if (name == k.model_type || name == k.family) return k.family;
+    r.fail("unsupported model_type '" + printable(name) + "' (" + supported + ")");
   }
   if (const json* archs = r.get("architectures")) {
     if (archs->is_array()) {
-      for (const json& a : *archs) {
-        if (a.is_string() && a.get_ref<const std::string&>() == "LLaDAModelLM") return "llada";
-      }
+      for (const json& a : *archs)
+        for (const Known& k : known)
+          if (a.is_string() && a.get_ref<const std::string&>() == k.architecture) return k.family;
     }
   }
-  r.fail("no 'model_type', and 'architectures' does not list LLaDAModelLM (supported: llada)");
+  r.fail("no 'model_type', and 'architectures' lists no supported architecture (LLaDAModelLM, "
+         "DreamModel, LlamaForCausalLM)");
 }
 
 // LLaDA configs carry the OLMo switches; the forward pass implements one setting of each, so any
@@ -153,16 +89,10 @@ GenerationDefaults read_defaults(const json& v, const std::string& path) {
   return d;
 }
 
-}  // namespace
 
-ModelConfig parse_config(const json& j, const std::string& path) {
-  if (!j.is_object()) fail_input(path + ": not a JSON object");
-  Reader r(j, path);
-  ModelConfig c;
-  c.path = path;
-  c.family = detect_family(r);
+// LLaDA's own key names (OLMo heritage).
+void read_llada_sizes(const Reader& r, ModelConfig& c) {
   check_llada_switches(r);
-
   c.d_model = r.required_int("d_model");
   c.n_heads = r.required_int("n_heads");
   c.n_layers = r.required_int("n_layers");
@@ -176,50 +106,87 @@ ModelConfig parse_config(const json& j, const std::string& path) {
   c.weight_tying = r.boolean("weight_tying", false);
   c.include_bias = r.boolean("include_bias", false);
   c.include_qkv_bias = r.boolean("include_qkv_bias", false);
+  if (c.include_bias) {
+    r.fail_key("include_bias", "= true is unsupported (biases on every linear layer); only "
+                               "include_qkv_bias is");
+  }
+}
+
+}  // namespace
+
+ModelConfig parse_config(const json& j, const std::string& path) {
+  if (!j.is_object()) fail_input(path + ": not a JSON object");
+  Reader r(j, path);
+  ModelConfig c;
+  c.path = path;
+  c.family = detect_family(r);
+  const bool hf_names = c.family != "llada";
+  if (hf_names) {
+    config_detail::read_hf_sizes(r, c);
+  } else {
+    read_llada_sizes(r, c);
+  }
+  const char* heads_key = hf_names ? "num_attention_heads" : "n_heads";
+  const char* kv_key = hf_names ? "num_key_value_heads" : "n_kv_heads";
+  const char* width_key = hf_names ? "hidden_size" : "d_model";
 
   if (c.d_model % c.n_heads != 0) {
-    r.fail_key("n_heads", "(" + std::to_string(c.n_heads) + ") must divide d_model (" +
+    r.fail_key(heads_key, "(" + std::to_string(c.n_heads) + ") must divide " + width_key + " (" +
                               std::to_string(c.d_model) + ")");
   }
   c.head_dim = c.d_model / c.n_heads;
   if (c.head_dim % 2 != 0) {
-    r.fail_key("n_heads", "gives an odd head_dim d_model/n_heads = " + std::to_string(c.head_dim) +
-                              "; RoPE needs it even");
+    r.fail_key(heads_key, "gives an odd head_dim " + std::string(width_key) + "/" + heads_key +
+                              " = " + std::to_string(c.head_dim) + "; RoPE needs it even");
   }
   if (c.n_heads % c.n_kv_heads != 0) {
-    r.fail_key("n_kv_heads", "(" + std::to_string(c.n_kv_heads) + ") must divide n_heads (" +
-                                 std::to_string(c.n_heads) + ")");
+    r.fail_key(kv_key, "(" + std::to_string(c.n_kv_heads) + ") must divide " + heads_key + " (" +
+                           std::to_string(c.n_heads) + ")");
   }
   if (c.vocab_size > c.embedding_size) {
     r.fail_key("vocab_size", "(" + std::to_string(c.vocab_size) +
                                  ") must not exceed embedding_size (" +
                                  std::to_string(c.embedding_size) + ")");
   }
-  if (c.include_bias) {
-    r.fail_key("include_bias", "= true is unsupported (biases on every linear layer); only "
-                               "include_qkv_bias is");
-  }
 
   // Token ids index the embedding rows.
   auto token_id = [&](const std::string& key, const json& v) {
     int64_t id = r.integer(key, v, 0);
     if (id >= c.embedding_size) {
-      r.bad(key, "must be below embedding_size (" + std::to_string(c.embedding_size) + ")", v);
+      r.bad(key, std::string("must be below ") + (hf_names ? "vocab_size" : "embedding_size") + " (" +
+                     std::to_string(c.embedding_size) + ")", v);
     }
     return static_cast<int32_t>(id);
   };
-  c.mask_token_id = token_id("mask_token_id", r.required("mask_token_id"));
-  c.eos_token_id = token_id("eos_token_id", r.required("eos_token_id"));
-  c.stop_token_ids.push_back(c.eos_token_id);
-  if (const json* eot = r.get("eot_token_id")) {
-    int32_t id = token_id("eot_token_id", *eot);
-    if (id != c.eos_token_id) c.stop_token_ids.push_back(id);
+  // Llama-format dLLMs (DiffuLLaMA) carry no mask id: it comes from --mask-id or the tokenizer.
+  if (const json* mask = r.get("mask_token_id")) {
+    c.mask_token_id = token_id("mask_token_id", *mask);
+  } else if (c.family != "llama") {
+    r.required("mask_token_id");
   }
-  if (c.mask_token_id == c.eos_token_id) {
-    r.fail_key("mask_token_id", "equals eos_token_id (" + std::to_string(c.eos_token_id) + ")");
+  // Hugging Face configs may list several end ids; the first one fills the tail of a finished answer.
+  const json& eos = r.required("eos_token_id");
+  if (eos.is_array() && !eos.empty()) {
+    for (const json& id : eos) c.stop_token_ids.push_back(token_id("eos_token_id", id));
+  } else {
+    c.stop_token_ids.push_back(token_id("eos_token_id", eos));
+  }
+  c.eos_token_id = c.stop_token_ids.front();
+  if (const json* eot = r.get("eot_token_id")) add_stop_id(c, token_id("eot_token_id", *eot));
+  for (int32_t id : c.stop_token_ids) {
+    if (id == c.mask_token_id) {
+      r.fail_key("mask_token_id", "equals an end-of-text id, eos_token_id or eot_token_id (" +
+                                      std::to_string(id) + ")");
+    }
   }
   if (const json* d = r.get("unmask_defaults")) c.defaults = read_defaults(*d, path);
   return c;
+}
+
+void add_stop_id(ModelConfig& config, int32_t id) {
+  if (std::find(config.stop_token_ids.begin(), config.stop_token_ids.end(), id) ==
+      config.stop_token_ids.end())
+    config.stop_token_ids.push_back(id);
 }
 
 ModelConfig load_config(const std::string& path) {

@@ -16,14 +16,16 @@ struct GenerationDefaults {
 
 struct ModelConfig {
   std::string path;    // config.json path, for messages
-  std::string family;  // "llada"
+  std::string family;  // "llada", "dream" or "llama"
   int64_t d_model = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, n_layers = 0;
   int64_t mlp_hidden = 0;       // SwiGLU hidden size
   int64_t vocab_size = 0;       // tokens the tokenizer can produce
   int64_t embedding_size = 0;   // rows of the embedding and the head (>= vocab_size, padded)
   int64_t max_seq_len = 0;
-  int32_t mask_token_id = -1, eos_token_id = -1;
-  std::vector<int32_t> stop_token_ids;  // eos, plus eot when given: text ends at the first of them
+  int32_t mask_token_id = -1;  // -1 until known (llama-format configs carry none)
+  int32_t eos_token_id = -1;   // fills the tail of an answer that stopped early
+  std::vector<int32_t> stop_token_ids;  // eos, eot, the tokenizer's end pieces: text ends at the first
+  bool shifted_logits = false;  // the hidden state at i-1 predicts position i (Dream, llama)
   double rope_theta = 10000.0, rms_eps = 1e-5;
   bool weight_tying = false, include_bias = false, include_qkv_bias = false;
   GenerationDefaults defaults;
@@ -33,5 +35,7 @@ struct ModelConfig {
 ModelConfig load_config(const std::string& path);
 // Validates an already parsed config; `path` is only used in messages.
 ModelConfig parse_config(const nlohmann::json& j, const std::string& path);
+// Adds an end-of-text id unless already present.
+void add_stop_id(ModelConfig& config, int32_t id);
 
 }  // namespace unmask

@@ -17,7 +17,7 @@ namespace {
 
 const char* kKnownKeys[] = {"id",          "prompt", "messages", "gen_length", "steps",
                             "block_length", "remasking", "temperature", "top_k", "top_p",
-                            "cfg_scale",   "threshold", "seed"};
+                            "cfg_scale",   "threshold", "seed",  "alg",     "alg_temp"};
 
 std::string known_keys() {
   std::string s;
@@ -93,11 +93,12 @@ void parse_fields(const json& j, BatchLine& out) {
     else if (key == "temperature") o.temperature = number_field(key, value);
     else if (key == "top_p") o.top_p = number_field(key, value);
     else if (key == "cfg_scale") o.cfg_scale = number_field(key, value);
+    else if (key == "alg_temp") o.alg_temp = number_field(key, value);
     else if (key == "threshold")
       o.threshold = value.is_null() ? std::optional<float>() : std::optional<float>(number_field(key, value));
-    else if (key == "remasking") {
+    else if (key == "remasking" || key == "alg") {
       if (!value.is_string()) bad(key, "a string", value);
-      o.remasking = value.get<std::string>();
+      (key == "alg" ? o.alg : o.remasking) = value.get<std::string>();
     } else if (key == "seed") {
       if (!value.is_number_unsigned() && !(value.is_number_integer() && value.get<int64_t>() >= 0))
         bad(key, "a non-negative integer", value);
@@ -147,6 +148,8 @@ GenerationOptions apply_overrides(GenerationOptions base, const LineOverrides& o
   if (o.cfg_scale) base.cfg_scale = *o.cfg_scale;
   if (o.threshold) base.threshold = *o.threshold;
   if (o.remasking) base.remasking = *o.remasking;
+  if (o.alg) base.alg = *o.alg;
+  if (o.alg_temp) base.alg_temp = *o.alg_temp;
   if (o.seed) base.seed = *o.seed;
   return base;
 }

@@ -16,9 +16,9 @@ namespace unmask {
 // Per-line overrides of the generation options; unset ones keep the command line's values.
 struct LineOverrides {
   std::optional<int> gen_length, steps, block_length, top_k;
-  std::optional<float> temperature, top_p, cfg_scale;
+  std::optional<float> temperature, top_p, cfg_scale, alg_temp;
   std::optional<std::optional<float>> threshold;  // engaged null: threshold off for this line
-  std::optional<std::string> remasking;
+  std::optional<std::string> remasking, alg;
   std::optional<uint64_t> seed;
 };
 

@@ -2,8 +2,6 @@
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -45,13 +43,15 @@ void run_visual(Engine& engine, Sampler& sampler, const Session& session) {
 }
 
 int run_generate(const CommonOptions& common, const GenerationOptions& gen,
-                 const std::string& prompt_arg, bool visual) {
-  auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads);
+                 const PromptOptions& prompt_options, const std::string& prompt_arg, bool visual) {
+  auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
+                              common.mask_id);
   const GenerationSettings settings = resolve_settings(gen, session->config);
   const std::string prompt = read_prompt(prompt_arg);
 
   const auto t_tok = std::chrono::steady_clock::now();
-  std::vector<int32_t> prompt_ids = session->tokenizer->encode(prompt);
+  std::vector<int32_t> prompt_ids =
+      encode_prompt(*session, prompt, prompt_options.chat, prompt_options.system);
   const double tokenize_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_tok).count();
 
@@ -106,7 +106,8 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
 }
 
 int run_info(const CommonOptions& common) {
-  auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads);
+  auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
+                              common.mask_id);
   const ModelConfig& c = session->config;
   size_t params = 0;
   for (const auto& [name, info] : session->store->tensors()) {
@@ -117,6 +118,8 @@ int run_info(const CommonOptions& common) {
   nlohmann::ordered_json j;
   j["model_dir"] = session->model_dir;
   j["family"] = c.family;
+  j["shifted_logits"] = c.shifted_logits;
+  j["default_alg"] = algorithm_name(default_algorithm(c));
   j["d_model"] = c.d_model;
   j["n_layers"] = c.n_layers;
   j["n_heads"] = c.n_heads;
@@ -131,10 +134,16 @@ int run_info(const CommonOptions& common) {
   j["weight_bytes"] = session->store->total_bytes();
   j["weight_dtype"] = dtype_name(session->weights.embedding.dtype);
   j["tokenizer"] = session->tokenizer->kind();
+  j["tokenizer_files"] = session->tokenizer->source();
   j["tokenizer_pieces"] = session->tokenizer->vocab_size();
   j["mask_token_id"] = c.mask_token_id;
+  j["mask_token"] = session->tokenizer->piece(c.mask_token_id);
   j["stop_token_ids"] = c.stop_token_ids;
-  j["chat_template"] = nullptr;
+  nlohmann::ordered_json stop_pieces = nlohmann::ordered_json::array();
+  for (int32_t id : c.stop_token_ids) stop_pieces.push_back(session->tokenizer->piece(id));
+  j["stop_tokens"] = stop_pieces;
+  j["chat_template"] = session->chat.name();
+  if (!session->chat.default_system.empty()) j["chat_default_system"] = session->chat.default_system;
   j["backend"] = session->backend->name();
   j["device"] = session->backend->device();
   if (common.format == "json") {
@@ -147,7 +156,7 @@ int run_info(const CommonOptions& common) {
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"unmask: run masked-diffusion language models (LLaDA format) locally.\n"
+  CLI::App app{"unmask: run masked-diffusion language models (LLaDA, Dream, llama-format) locally.\n"
                "Text goes to stdout; stats and progress to stderr.",
                "unmask"};
   app.set_version_flag("--version", std::string("unmask ") + UNMASK_VERSION);
@@ -158,6 +167,7 @@ int run(int argc, char** argv) {
 
   CommonOptions common;
   GenerationOptions gen;
+  PromptOptions prompt_options;
   std::string prompt;
   bool visual = false;
   // `unmask [OPTIONS] PROMPT` and `unmask generate [OPTIONS] PROMPT` are the same command.
@@ -165,6 +175,7 @@ int run(int argc, char** argv) {
   for (CLI::App* target : {static_cast<CLI::App*>(&app), generate}) {
     add_common_options(*target, common);
     add_generation_options(*target, gen);
+    add_prompt_options(*target, prompt_options);
     target->add_flag("--visual", visual,
                      "Show the canvas filling in on stderr (a terminal only; NO_COLOR: no colour)");
     target->add_option("prompt", prompt, "Prompt text; read from stdin when absent or '-'");
@@ -192,7 +203,7 @@ int run(int argc, char** argv) {
   if (info->parsed()) return run_info(info_common);
   if (batch_cmd->parsed()) return run_batch(batch);
   if (bench_cmd->parsed()) return run_bench(bench);
-  return run_generate(common, gen, prompt, visual);
+  return run_generate(common, gen, prompt_options, prompt, visual);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Registration of the shared CLI options (same order as the man page) and default resolution.
 #include "options.h"
 
+#include "common.h"
+
 namespace unmask {
 
 void add_common_options(CLI::App& app, CommonOptions& o, const std::vector<std::string>& formats) {
@@ -21,6 +23,9 @@ void add_common_options(CLI::App& app, CommonOptions& o, const std::vector<std::
         ->check(CLI::IsMember(formats))
         ->capture_default_str();
   }
+  app.add_option("--mask-id", o.mask_id,
+                 "Token id of [MASK], overriding config.json (llama-format dLLMs store none; "
+                 "DiffuLLaMA: 811)");
   app.add_flag("-q,--quiet", o.quiet, "No stats or progress on stderr");
 }
 
@@ -36,8 +41,16 @@ void add_generation_options(CLI::App& app, GenerationOptions& o) {
   app.add_option("--top-k", o.top_k, "Sample only among the k most likely tokens (0: off)")
       ->capture_default_str();
   app.add_option("--top-p", o.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  app.add_option("--alg", o.alg,
+                 "Unmasking loop: llada (semi-autoregressive blocks) or Dream's whole-answer loop "
+                 "with origin, maskgit_plus, topk_margin or entropy (default: llada for LLaDA "
+                 "models, entropy for Dream, maskgit_plus for llama-format)");
+  app.add_option("--alg-temp", o.alg_temp,
+                 "Dream's loop: sample the positions to commit by softmax(confidence / alg-temp) "
+                 "(0: the most confident)")
+      ->capture_default_str();
   app.add_option("--remasking", o.remasking,
-                 "Which masked positions to commit first: low_confidence or random")
+                 "Block loop: which masked positions to commit first, low_confidence or random")
       ->capture_default_str();
   app.add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale (0: off)")
       ->capture_default_str();
@@ -57,6 +70,13 @@ void add_generation_options(CLI::App& app, GenerationOptions& o) {
   app.add_flag("--no-eos", o.no_eos, "Never choose EOS/EOT (their logits are -inf)");
   app.add_flag("--eos-last", o.eos_last,
                "Give EOS/EOT picks the lowest confidence, so they are committed last");
+}
+
+void add_prompt_options(CLI::App& app, PromptOptions& o) {
+  app.add_flag("--chat", o.chat,
+               "Wrap the prompt in the model's chat template (LLaDA header turns or ChatML) as a "
+               "user turn, followed by the assistant's header");
+  app.add_option("--system", o.system, "System message for --chat");
 }
 
 GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config) {
@@ -91,6 +111,13 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   s.cache = parse_cache_mode(o.cache);
   s.seed = o.seed;
   s.eos_stop = o.eos_stop;
+  s.alg = o.alg.empty() ? default_algorithm(config) : parse_algorithm(o.alg);
+  s.alg_temp = o.alg_temp;
+  if (s.alg != Algorithm::Llada) {
+    if (o.block_length) fail_usage("--block-length applies to --alg llada only (Dream's loop has no blocks)");
+    if (s.remasking != Remasking::LowConfidence)
+      fail_usage("--remasking applies to --alg llada only; Dream's loop chooses by --alg");
+  }
   return s;
 }
 

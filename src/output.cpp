@@ -10,7 +10,8 @@ nlohmann::json settings_json(const GenerationSettings& s) {
   nlohmann::json j;
   j["gen_length"] = s.gen_length;
   j["steps"] = s.steps;
-  j["block_length"] = s.block_length;
+  // Dream's loop has no blocks.
+  j["block_length"] = s.alg == Algorithm::Llada ? nlohmann::json(s.block_length) : nlohmann::json(nullptr);
   j["temperature"] = s.temperature;
   j["top_k"] = s.top_k;
   j["top_p"] = s.top_p;
@@ -23,6 +24,8 @@ nlohmann::json settings_json(const GenerationSettings& s) {
   j["no_eos"] = s.no_eos;
   j["eos_last"] = s.eos_last;
   j["cache"] = cache_mode_name(s.cache);
+  j["alg"] = algorithm_name(s.alg);
+  j["alg_temp"] = s.alg_temp;
   return j;
 }
 

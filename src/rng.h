@@ -19,6 +19,7 @@ enum NoiseStream : uint32_t {
   kStreamGumbel = 0,       // token choice at temperature > 0, index = vocabulary id
   kStreamRemaskRandom = 1, // confidence under --remasking random, index = 0
   kStreamSynthetic = 2,    // synthetic weights: position = element index >> 32, index = low bits
+  kStreamDreamTransfer = 3,  // Dream's loop: origin's transfer draw, --alg-temp's Gumbel; index = 0
 };
 
 UNMASK_HOST_DEVICE uint64_t splitmix64(uint64_t x) {

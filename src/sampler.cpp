@@ -1,10 +1,12 @@
-// LLaDA's unmasking loop: blocks, transfer schedule, remasking, threshold, early exit.
+// The unmasking loops: LLaDA's blocks (transfer schedule, remasking, threshold) and Dream's
+// timestep schedule; the early exit and the stats are shared.
 #include "sampler.h"
 
 #include <algorithm>
 #include <numeric>
 
 #include "common.h"
+#include "dream_schedule.h"
 #include "rng.h"
 
 namespace unmask {
@@ -17,6 +19,37 @@ Remasking parse_remasking(const std::string& name) {
   if (name == "low_confidence") return Remasking::LowConfidence;
   if (name == "random") return Remasking::Random;
   fail_usage("--remasking: unknown strategy '" + name + "' (choose low_confidence or random)");
+}
+
+namespace {
+struct AlgorithmName {
+  Algorithm alg;
+  const char* name;
+};
+constexpr AlgorithmName kAlgorithms[] = {
+    {Algorithm::Llada, "llada"},           {Algorithm::Origin, "origin"},
+    {Algorithm::MaskgitPlus, "maskgit_plus"}, {Algorithm::TopkMargin, "topk_margin"},
+    {Algorithm::Entropy, "entropy"},
+};
+}  // namespace
+
+const char* algorithm_name(Algorithm a) {
+  for (const AlgorithmName& n : kAlgorithms)
+    if (n.alg == a) return n.name;
+  return "?";
+}
+
+Algorithm parse_algorithm(const std::string& name) {
+  for (const AlgorithmName& n : kAlgorithms)
+    if (name == n.name) return n.alg;
+  fail_usage("--alg: unknown algorithm '" + name +
+             "' (choose llada, origin, maskgit_plus, topk_margin or entropy)");
+}
+
+Algorithm default_algorithm(const ModelConfig& config) {
+  if (config.family == "dream") return Algorithm::Entropy;
+  if (config.family == "llama") return Algorithm::MaskgitPlus;
+  return Algorithm::Llada;
 }
 
 const char* cache_mode_name(CacheMode m) {
@@ -41,14 +74,28 @@ void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const 
   need(s.gen_length > 0, "--gen-length must be positive (got " + std::to_string(s.gen_length) + ")");
   need(s.block_length > 0, "--block-length must be positive (got " + std::to_string(s.block_length) + ")");
   need(s.steps > 0, "--steps must be positive (got " + std::to_string(s.steps) + ")");
-  need(s.gen_length % s.block_length == 0,
-       "--gen-length " + std::to_string(s.gen_length) + " is not a multiple of --block-length " +
-           std::to_string(s.block_length) + "; change one so that it divides the other");
-  const int blocks = s.gen_length / s.block_length;
-  need(s.steps % blocks == 0, "--steps " + std::to_string(s.steps) + " is not divisible by the " +
-                                  std::to_string(blocks) +
-                                  " blocks (gen-length / block-length); use a multiple of " +
-                                  std::to_string(blocks));
+  if (s.alg == Algorithm::Llada) {
+    need(s.gen_length % s.block_length == 0,
+         "--gen-length " + std::to_string(s.gen_length) + " is not a multiple of --block-length " +
+             std::to_string(s.block_length) + "; change one so that it divides the other");
+    const int blocks = s.gen_length / s.block_length;
+    need(s.steps % blocks == 0, "--steps " + std::to_string(s.steps) + " is not divisible by the " +
+                                    std::to_string(blocks) +
+                                    " blocks (gen-length / block-length); use a multiple of " +
+                                    std::to_string(blocks));
+    need(s.alg_temp == 0.f, "--alg-temp applies to Dream's loop (--alg maskgit_plus, topk_margin "
+                            "or entropy), not to --alg llada");
+  } else {
+    const std::string dream = std::string(" applies to --alg llada only, not to Dream's loop (--alg ") +
+                              algorithm_name(s.alg) + ")";
+    need(!s.threshold && !s.factor, "--threshold/--factor" + dream);
+    need(s.cache == CacheMode::None, "--cache" + dream);
+    need(!s.eos_last, "--eos-last" + dream);
+    need(s.alg_temp >= 0.f, "--alg-temp must be >= 0");
+    need(s.alg != Algorithm::Origin || s.alg_temp == 0.f,
+         "--alg-temp has no effect with --alg origin (it commits random positions already)");
+    need(s.eps > 0.f && s.eps < 1.f, "eps must be in (0, 1)");
+  }
   need(s.temperature >= 0.f, "--temperature must be >= 0");
   need(s.top_k >= 0, "--top-k must be >= 0 (0 disables it)");
   need(s.top_p > 0.f && s.top_p <= 1.f, "--top-p must be in (0, 1] (1 disables it)");
@@ -99,9 +146,15 @@ Sampler::Sampler(std::vector<int32_t> prompt, const GenerationSettings& settings
       eos_id_(config.eos_token_id),
       stop_ids_(config.stop_token_ids),
       prompt_length_(static_cast<int>(prompt.size())),
-      canvas_(std::move(prompt)) {
+      canvas_(std::move(prompt)),
+      shifted_(config.shifted_logits) {
   validate_settings(settings, canvas_.size(), config);
   canvas_.resize(canvas_.size() + settings.gen_length, mask_id_);
+  if (dream_loop()) {
+    timesteps_ = dream_timesteps(settings.steps, settings.eps);
+    advance_dream();
+    return;
+  }
   n_blocks_ = settings.gen_length / settings.block_length;
   steps_per_block_ = settings.steps / n_blocks_;
   advance();
@@ -116,22 +169,23 @@ std::vector<int32_t> Sampler::unconditional_canvas() const {
 PickParams Sampler::pick_params(int32_t position) const {
   PickParams p;
   p.seed = settings_.seed;
-  p.step = static_cast<uint32_t>(step_);
+  p.step = static_cast<uint32_t>(dream_loop() ? schedule_step_ : step_);
   p.position = static_cast<uint32_t>(position);
   p.temperature = settings_.temperature;
   p.top_k = settings_.top_k;
   p.top_p = settings_.top_p;
   p.cfg_scale = settings_.cfg_scale;
   p.n_banned = settings_.no_eos ? 1 + static_cast<int32_t>(stop_ids_.size()) : 1;
+  p.filtered_confidence = dream_loop();
   return p;
 }
 
 std::pair<int32_t, int32_t> Sampler::active_range() const {
   const int32_t length = static_cast<int32_t>(canvas_.size());
   if (settings_.cache == CacheMode::None || block_step_ == 0 || block_ < 0) return {0, length};
-  const int32_t lo = prompt_length_ + block_ * settings_.block_length;
+  const int32_t lo = prompt_length_ + block_ * settings_.block_length - (shifted_ ? 1 : 0);
   if (settings_.cache == CacheMode::Prefix) return {lo, length};
-  return {lo, lo + settings_.block_length};
+  return {lo, prompt_length_ + (block_ + 1) * settings_.block_length};
 }
 
 void Sampler::advance() {
@@ -157,8 +211,33 @@ void Sampler::advance() {
   }
 }
 
-void Sampler::commit(const std::vector<PickResult>& picks) {
-  UNMASK_CHECK(!done_ && picks.size() == wanted_.size(), "commit without a pending step");
+void Sampler::advance_dream() {
+  wanted_.clear();
+  for (; schedule_step_ < settings_.steps; schedule_step_++) {
+    std::vector<int32_t> masked;
+    for (size_t i = prompt_length_; i < canvas_.size(); i++)
+      if (canvas_[i] == mask_id_) masked.push_back(static_cast<int32_t>(i));
+    if (masked.empty()) break;
+    if (settings_.alg == Algorithm::Origin) {
+      // Which positions transfer is decided before the forward, so only their logits are read.
+      const double share = dream_transfer_share(timesteps_, schedule_step_);
+      for (int32_t pos : masked)
+        if (noise_uniform(noise_bits(settings_.seed, kStreamDreamTransfer,
+                                     static_cast<uint32_t>(schedule_step_),
+                                     static_cast<uint32_t>(pos), 0)) < share)
+          wanted_.push_back(pos);
+      dream_count_ = static_cast<int>(wanted_.size());
+    } else {
+      dream_count_ = dream_transfer_count(timesteps_, schedule_step_, static_cast<int>(masked.size()));
+      if (dream_count_ > 0) wanted_ = std::move(masked);
+    }
+    // A step that commits nothing needs no forward.
+    if (!wanted_.empty()) return;
+  }
+  done_ = true;
+}
+
+std::vector<size_t> Sampler::llada_order(const std::vector<PickResult>& picks, int& n) {
   const size_t n_masked = wanted_.size();
   std::vector<float> conf(n_masked);
   for (size_t i = 0; i < n_masked; i++) {
@@ -175,19 +254,53 @@ void Sampler::commit(const std::vector<PickResult>& picks) {
       if (std::find(stop_ids_.begin(), stop_ids_.end(), picks[i].token) != stop_ids_.end())
         conf[i] -= 2.f;  // below every confidence in [0, 1], order among them kept
   }
-  const int n = commit_count(conf, schedule_[block_step_], settings_.threshold, settings_.factor);
+  n = commit_count(conf, schedule_[block_step_], settings_.threshold, settings_.factor);
   // Highest confidence first; ties: lowest position (wanted_ is in position order).
   std::vector<size_t> order(n_masked);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return conf[a] > conf[b]; });
+  return order;
+}
+
+std::vector<size_t> Sampler::dream_order(const std::vector<PickResult>& picks, int& n) const {
+  const size_t n_masked = wanted_.size();
+  std::vector<size_t> order(n_masked);
+  std::iota(order.begin(), order.end(), 0);
+  n = dream_count_;
+  if (settings_.alg == Algorithm::Origin) return order;  // every wanted position transfers
+  std::vector<double> key(n_masked);
+  for (size_t i = 0; i < n_masked; i++) {
+    const PickResult& p = picks[i];
+    key[i] = settings_.alg == Algorithm::MaskgitPlus  ? p.prob
+             : settings_.alg == Algorithm::TopkMargin ? p.margin
+                                                      : -static_cast<double>(p.entropy);
+    // Sampling n positions without replacement from softmax(conf / alg_temp) is taking the n
+    // largest of conf / alg_temp + Gumbel noise.
+    if (settings_.alg_temp > 0.f) {
+      key[i] = static_cast<double>(static_cast<float>(key[i])) / settings_.alg_temp +
+               noise_gumbel(noise_bits(settings_.seed, kStreamDreamTransfer,
+                                       static_cast<uint32_t>(schedule_step_),
+                                       static_cast<uint32_t>(wanted_[i]), 0));
+    }
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key[a] > key[b]; });
+  return order;
+}
+
+void Sampler::commit(const std::vector<PickResult>& picks) {
+  UNMASK_CHECK(!done_ && picks.size() == wanted_.size(), "commit without a pending step");
+  int n = 0;
+  const std::vector<size_t> order = dream_loop() ? dream_order(picks, n) : llada_order(picks, n);
   for (int i = 0; i < n; i++) canvas_[wanted_[order[i]]] = picks[order[i]].token;
 
   commits_per_step_.push_back(n);
   if (settings_.cache != CacheMode::None) (block_step_ == 0 ? cache_refreshes_ : cached_steps_)++;
-  if (static_cast<int>(steps_per_block_done_.size()) <= block_) steps_per_block_done_.resize(block_ + 1, 0);
-  steps_per_block_done_[block_]++;
+  const int block = std::max(block_, 0);  // Dream's loop is one block: the whole answer
+  if (static_cast<int>(steps_per_block_done_.size()) <= block) steps_per_block_done_.resize(block + 1, 0);
+  steps_per_block_done_[block]++;
   step_++;
   block_step_++;
+  schedule_step_++;
   if (settings_.eos_stop && text_is_final()) {
     for (size_t i = prompt_length_; i < canvas_.size(); i++)
       if (canvas_[i] == mask_id_) canvas_[i] = eos_id_;
@@ -196,7 +309,11 @@ void Sampler::commit(const std::vector<PickResult>& picks) {
     wanted_.clear();
     return;
   }
-  advance();
+  if (dream_loop()) {
+    advance_dream();
+  } else {
+    advance();
+  }
 }
 
 bool Sampler::text_is_final() {

@@ -1,4 +1,5 @@
-// The host-side unmasking loop of one request: LLaDA's semi-autoregressive blocks (DESIGN.md §4).
+// The host-side unmasking loop of one request (DESIGN.md §4): LLaDA's semi-autoregressive blocks,
+// or Dream's whole-answer loop on its timestep schedule.
 #pragma once
 
 #include <cstdint>
@@ -12,11 +13,20 @@
 namespace unmask {
 
 enum class Remasking { LowConfidence, Random };
+// Llada: LLaDA's block loop (confidence by --remasking). The others are Dream's loop, named as
+// its reference names them: origin (random positions at the scheduled rate), and the ones that
+// commit the most confident positions by max probability, top-1 minus top-2, or negative entropy.
+enum class Algorithm { Llada, Origin, MaskgitPlus, TopkMargin, Entropy };
 // KV caching across the steps of a block (Fast-dLLM): an approximation, never on by default.
 enum class CacheMode { None, Prefix, Dual };
 
 const char* remasking_name(Remasking r);
 Remasking parse_remasking(const std::string& name);  // fail_usage on unknown names
+const char* algorithm_name(Algorithm a);
+Algorithm parse_algorithm(const std::string& name);  // fail_usage on unknown names
+// Dream runs its own loop by default; so do llama-format dLLMs (adapted the same way); LLaDA
+// and the bundled model run the block loop.
+Algorithm default_algorithm(const ModelConfig& config);
 const char* cache_mode_name(CacheMode m);
 CacheMode parse_cache_mode(const std::string& name);  // fail_usage on unknown names
 
@@ -36,6 +46,9 @@ struct GenerationSettings {
   bool no_eos = false;             // EOS/EOT logits -inf: never chosen
   bool eos_last = false;           // EOS/EOT picks get the lowest confidence: committed last
   CacheMode cache = CacheMode::None;
+  Algorithm alg = Algorithm::Llada;
+  float alg_temp = 0.f;            // Dream: > 0 samples the committed positions by softmax(conf / alg_temp)
+  float eps = 1e-3f;               // Dream: the last timestep
 };
 
 // Checks the settings against each other, the prompt and the model; fail_usage says what to change.
@@ -64,6 +77,7 @@ class Sampler {
   // Canvas positions [first, second) this step recomputes: the whole canvas without a cache and
   // at a block's first step (the cache refresh); then the block and everything after it
   // (prefix) or the block alone (dual).
+  // On shifted-logit models the range starts one earlier: position i's logits come from i - 1.
   std::pair<int32_t, int32_t> active_range() const;
   bool refresh_step() const { return active_range().first == 0; }
   PickParams pick_params(int32_t position) const;
@@ -74,6 +88,7 @@ class Sampler {
   int prompt_length() const { return prompt_length_; }
   int steps_done() const { return step_; }
   int forwards() const { return step_ * (uses_cfg() ? 2 : 1); }
+  bool dream_loop() const { return settings_.alg != Algorithm::Llada; }
   bool stopped_early() const { return stopped_early_; }
   const std::vector<int>& steps_per_block() const { return steps_per_block_done_; }
   const std::vector<int>& commits_per_step() const { return commits_per_step_; }
@@ -83,6 +98,10 @@ class Sampler {
 
  private:
   void advance();            // moves to the next block with masks, or finishes
+  void advance_dream();      // moves to the next schedule step that commits something, or finishes
+  // The order in which this step's wanted positions commit, and how many of them do.
+  std::vector<size_t> llada_order(const std::vector<PickResult>& picks, int& n);
+  std::vector<size_t> dream_order(const std::vector<PickResult>& picks, int& n) const;
   bool text_is_final();      // an EOS is committed and everything before it is filled
 
   GenerationSettings settings_;
@@ -95,7 +114,11 @@ class Sampler {
   int block_ = -1;              // current block
   int block_step_ = 0;          // step inside the current block
   std::vector<int> schedule_;   // transfer counts of the current block
-  int step_ = 0;                // steps executed so far (the noise key)
+  int step_ = 0;                // steps executed so far (the noise key of the block loop)
+  bool shifted_ = false;        // the model's logits are shifted by one position
+  std::vector<float> timesteps_;  // Dream's t_0..t_S
+  int schedule_step_ = 0;       // Dream: index into the schedule (its noise key; skips included)
+  int dream_count_ = 0;         // Dream: positions the pending step commits
   bool done_ = false;
   bool stopped_early_ = false;
   std::vector<int32_t> wanted_;

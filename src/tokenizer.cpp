@@ -8,15 +8,21 @@
 
 #include "bpe_tokenizer.h"
 #include "common.h"
+#include "tokenizer_config.h"
 
 namespace unmask {
 namespace {
 
 class SentencePieceTokenizer final : public Tokenizer {
  public:
-  explicit SentencePieceTokenizer(const std::string& path) : path_(path) {
+  // bos_piece: prepended by wrap_single when non-empty (tokenizer_config.json's add_bos_token).
+  SentencePieceTokenizer(const std::string& path, const std::string& bos_piece) : path_(path) {
     const auto status = processor_.Load(path);
     if (!status.ok()) fail_input(path + ": not a valid sentencepiece model (" + status.ToString() + ")");
+    if (!bos_piece.empty()) {
+      bos_id_ = piece_to_id(bos_piece);
+      if (bos_id_ < 0) fail_input(path + ": bos_token '" + bos_piece + "' of tokenizer_config.json is not a piece");
+    }
   }
   std::string kind() const override { return "sentencepiece"; }
   std::string source() const override { return path_; }
@@ -25,6 +31,10 @@ class SentencePieceTokenizer final : public Tokenizer {
     const auto status = processor_.Encode(text, &ids);
     if (!status.ok()) fail_runtime("tokenizer: cannot encode the prompt (" + status.ToString() + ")");
     return std::vector<int32_t>(ids.begin(), ids.end());
+  }
+  std::vector<int32_t> wrap_single(std::vector<int32_t> ids) const override {
+    if (bos_id_ >= 0) ids.insert(ids.begin(), bos_id_);
+    return ids;
   }
   std::string decode(const std::vector<int32_t>& ids) const override {
     std::vector<int> in;
@@ -51,6 +61,7 @@ class SentencePieceTokenizer final : public Tokenizer {
  private:
   std::string path_;
   sentencepiece::SentencePieceProcessor processor_;
+  int32_t bos_id_ = -1;
 };
 
 }  // namespace
@@ -61,8 +72,13 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   // note: tokenizer.json first: a directory with both was converted, and tokenizer.json is what
   // transformers' fast tokenizer (the reference encoding) reads.
   if (fs::exists(dir / "tokenizer.json")) return load_tokenizer_json((dir / "tokenizer.json").string());
-  if (fs::exists(dir / "tokenizer.model"))
-    return std::make_unique<SentencePieceTokenizer>((dir / "tokenizer.model").string());
+  if (fs::exists(dir / "tokenizer.model")) {
+    // The file itself carries no "add BOS" rule; Hugging Face's LlamaTokenizer (DiffuLLaMA) takes
+    // it from tokenizer_config.json.
+    const TokenizerConfig tc = load_tokenizer_config(model_dir);
+    return std::make_unique<SentencePieceTokenizer>((dir / "tokenizer.model").string(),
+                                                    tc.add_bos_token ? tc.bos_token : "");
+  }
   if (fs::exists(dir / "vocab.json")) return load_vocab_merges(model_dir);
   fail_input(model_dir + ": no tokenizer found (expected tokenizer.json, tokenizer.model, "
              "or vocab.json + merges.txt)");

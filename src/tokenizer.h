@@ -22,6 +22,9 @@ class Tokenizer {
   // Ids to text, special tokens included; unknown ids are skipped; invalid UTF-8 becomes U+FFFD.
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual std::string piece(int32_t id) const = 0;       // the raw piece, for display
+  // One token as the live view shows it: the raw piece by default (the view maps sentencepiece's
+  // U+2581 to a space); byte-level BPE decodes it, since its pieces spell bytes as other letters.
+  virtual std::string display_text(int32_t id) const { return piece(id); }
   virtual int32_t piece_to_id(const std::string& piece) const = 0;  // -1 when unknown; added tokens too
   virtual int32_t vocab_size() const = 0;  // highest id + 1, added tokens included
 };

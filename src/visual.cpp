@@ -90,7 +90,7 @@ CanvasDisplay::CanvasDisplay(FILE* out, const Tokenizer& tokenizer, CanvasStyle 
 
 void CanvasDisplay::draw(const std::vector<int32_t>& answer) {
   const std::string frame = render_canvas(answer, previous_, style_,
-                                          [this](int32_t id) { return tokenizer_.piece(id); });
+                                          [this](int32_t id) { return tokenizer_.display_text(id); });
   if (style_.color) {
     // Back to the first row of the previous frame, then clear everything below it.
     std::string prefix = "\r";

@@ -30,6 +30,28 @@ struct FamilyTensorNames {
   const char* w_down;
 };
 
+// Qwen2 and Llama checkpoints share these names; only Qwen2 stores the q/k/v biases.
+constexpr FamilyTensorNames hugging_face_names(const char* family) {
+  return {
+      family,
+      "model.embed_tokens.weight",
+      "model.norm.weight",
+      "lm_head.weight",
+      "model.layers.{i}.input_layernorm.weight",
+      "model.layers.{i}.self_attn.q_proj.weight",
+      "model.layers.{i}.self_attn.k_proj.weight",
+      "model.layers.{i}.self_attn.v_proj.weight",
+      "model.layers.{i}.self_attn.q_proj.bias",
+      "model.layers.{i}.self_attn.k_proj.bias",
+      "model.layers.{i}.self_attn.v_proj.bias",
+      "model.layers.{i}.self_attn.o_proj.weight",
+      "model.layers.{i}.post_attention_layernorm.weight",
+      "model.layers.{i}.mlp.gate_proj.weight",
+      "model.layers.{i}.mlp.up_proj.weight",
+      "model.layers.{i}.mlp.down_proj.weight",
+  };
+}
+
 const FamilyTensorNames kFamilies[] = {
     {
         "llada",
@@ -49,6 +71,8 @@ const FamilyTensorNames kFamilies[] = {
         "model.transformer.blocks.{i}.up_proj.weight",
         "model.transformer.blocks.{i}.ff_out.weight",
     },
+    hugging_face_names("dream"),  // Qwen2 names (Dream-v0)
+    hugging_face_names("llama"),  // LlamaForCausalLM names (DiffuLLaMA)
 };
 
 std::string layer_name(const char* pattern, int64_t layer) {
@@ -122,7 +146,8 @@ ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg) {
     l.wk = b.matrix(layer_name(names->wk, i), kv_dim, d_model);
     l.wv = b.matrix(layer_name(names->wv, i), kv_dim, d_model);
     if (cfg.include_qkv_bias) {
-      const char* why = "config has include_qkv_bias true";
+      const char* why =
+          cfg.family == "llada" ? "config has include_qkv_bias true" : "the family has q/k/v biases";
       l.bq = b.vector(layer_name(names->bq, i), q_dim, why);
       l.bk = b.vector(layer_name(names->bk, i), kv_dim, why);
       l.bv = b.vector(layer_name(names->bv, i), kv_dim, why);
@@ -137,7 +162,7 @@ ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg) {
   w.final_norm = b.vector(names->final_norm, d_model);
   w.head = cfg.weight_tying
                ? w.embedding
-               : b.matrix(names->head, cfg.embedding_size, d_model, "config has weight_tying false");
+               : b.matrix(names->head, cfg.embedding_size, d_model, cfg.family == "llada" ? "config has weight_tying false" : "config has tie_word_embeddings false");
   return w;
 }
 

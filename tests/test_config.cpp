@@ -137,12 +137,13 @@ TEST_CASE("config: defaults, GQA, tying, eot and unmask_defaults") {
 }
 
 TEST_CASE("config: model family errors") {
-  check_config_error(with(minimal(), "model_type", "dream"),
-                     "models/x/config.json: unsupported model_type 'dream' (supported: llada)");
+  check_config_error(with(minimal(), "model_type", "gpt2"),
+                     "models/x/config.json: unsupported model_type 'gpt2' (supported: llada, Dream, llama)");
   check_config_error(with(minimal(), "model_type", 3), "key 'model_type' must be a string (got 3)");
   check_config_error(without(minimal(), "model_type"), "no 'model_type'");
-  check_config_error(with(without(minimal(), "model_type"), "architectures", {"LlamaForCausalLM"}),
-                     "'architectures' does not list LLaDAModelLM");
+  check_config_error(with(without(minimal(), "model_type"), "architectures", {"GPT2LMHeadModel"}),
+                     "'architectures' lists no supported architecture (LLaDAModelLM, DreamModel, "
+                     "LlamaForCausalLM)");
   check_config_error(json::array(), "not a JSON object");
   check_config_error(with(minimal(), "alibi", true), "key 'alibi' is unsupported unless false (got true)");
   check_config_error(with(minimal(), "rope", false), "key 'rope' is unsupported unless true");
@@ -189,7 +190,7 @@ TEST_CASE("config: inconsistent sizes and token ids") {
                      "key 'mask_token_id' must be a non-negative integer (got -1)");
   check_config_error(with(minimal(), "eos_token_id", "2"), "key 'eos_token_id' must be a non-negative integer");
   check_config_error(with(minimal(), "eot_token_id", 1000), "key 'eot_token_id' must be below embedding_size");
-  check_config_error(with(minimal(), "eos_token_id", 99), "key 'mask_token_id' equals eos_token_id (99)");
+  check_config_error(with(minimal(), "eos_token_id", 99), "key 'mask_token_id' equals an end-of-text id, eos_token_id or eot_token_id (99)");
   // A mask id within the padded embedding rows but past vocab_size is allowed.
   CHECK(unmask::parse_config(with(with(minimal(), "embedding_size", 128), "mask_token_id", 120), kPath)
             .mask_token_id == 120);
@@ -226,4 +227,72 @@ TEST_CASE("config: load_config reads the file and names it") {
   CHECK_THROWS_WITH_AS(unmask::load_config((dir / "absent.json").string()),
                        doctest::Contains("absent.json: cannot open"), unmask::Error);
   std::filesystem::remove_all(dir);
+}
+
+namespace {
+// Dream-v0-7B's config.json keys, scaled down.
+json dream_config() {
+  return json{{"architectures", {"DreamModel"}}, {"model_type", "Dream"}, {"hidden_size", 56},
+              {"intermediate_size", 96}, {"num_attention_heads", 7}, {"num_key_value_heads", 1},
+              {"num_hidden_layers", 2}, {"vocab_size", 512}, {"rms_norm_eps", 1e-6},
+              {"rope_theta", 1e6}, {"max_position_embeddings", 128}, {"tie_word_embeddings", false},
+              {"hidden_act", "silu"}, {"use_sliding_window", false}, {"sliding_window", nullptr},
+              {"rope_scaling", nullptr}, {"mask_token_id", 500}, {"eos_token_id", 497},
+              {"bos_token_id", 497}, {"pad_token_id", 497}};
+}
+// A DiffuLLaMA-style LlamaForCausalLM config: no mask id.
+json llama_config() {
+  return json{{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", 48},
+              {"intermediate_size", 80}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+              {"num_hidden_layers", 2}, {"vocab_size", 1000}, {"rms_norm_eps", 1e-5},
+              {"max_position_embeddings", 128}, {"bos_token_id", 1}, {"eos_token_id", 2},
+              {"attention_bias", false}, {"mlp_bias", false}};
+}
+}  // namespace
+
+TEST_CASE("config: Dream (Qwen2 keys) and llama-format families") {
+  const unmask::ModelConfig d = unmask::parse_config(dream_config(), kPath);
+  CHECK(d.family == "dream");
+  CHECK(d.d_model == 56);
+  CHECK(d.n_heads == 7);
+  CHECK(d.n_kv_heads == 1);
+  CHECK(d.head_dim == 8);
+  CHECK(d.mlp_hidden == 96);
+  CHECK(d.embedding_size == 512);
+  CHECK(d.rope_theta == 1e6);
+  CHECK(d.rms_eps == 1e-6);
+  CHECK(d.include_qkv_bias);
+  CHECK(d.shifted_logits);
+  CHECK_FALSE(d.weight_tying);
+  CHECK(d.mask_token_id == 500);
+  CHECK(d.stop_token_ids == std::vector<int32_t>{497});
+
+  const unmask::ModelConfig l = unmask::parse_config(llama_config(), kPath);
+  CHECK(l.family == "llama");
+  CHECK(l.shifted_logits);
+  CHECK_FALSE(l.include_qkv_bias);
+  CHECK(l.mask_token_id == -1);  // resolved later from --mask-id or the tokenizer config
+  CHECK(l.rope_theta == 10000.0);
+  // Llama-3-style configs list several end ids; the first fills a finished answer's tail.
+  const unmask::ModelConfig l3 = unmask::parse_config(with(llama_config(), "eos_token_id", {2, 7}), kPath);
+  CHECK(l3.eos_token_id == 2);
+  CHECK(l3.stop_token_ids == std::vector<int32_t>{2, 7});
+  CHECK(unmask::parse_config(without(llama_config(), "model_type"), kPath).family == "llama");
+}
+
+TEST_CASE("config: Hugging Face-style switches unmask cannot honour are refused by name") {
+  check_config_error(with(dream_config(), "hidden_act", "gelu"), "key 'hidden_act' is unsupported unless \"silu\"");
+  check_config_error(with(dream_config(), "rope_scaling", {{"type", "yarn"}}), "key 'rope_scaling' is unsupported");
+  check_config_error(with(dream_config(), "use_sliding_window", true), "key 'use_sliding_window' = true");
+  check_config_error(with(llama_config(), "attention_bias", true), "key 'attention_bias' = true is unsupported");
+  check_config_error(with(llama_config(), "mlp_bias", true), "key 'mlp_bias' = true");
+  check_config_error(with(llama_config(), "head_dim", 16), "key 'head_dim' must equal hidden_size / num_attention_heads (12)");
+  check_config_error(without(dream_config(), "hidden_size"), "missing required key 'hidden_size'");
+  check_config_error(without(dream_config(), "mask_token_id"), "missing required key 'mask_token_id'");
+  check_config_error(with(dream_config(), "num_attention_heads", 5),
+                     "key 'num_attention_heads' (5) must divide hidden_size (56)");
+  check_config_error(with(dream_config(), "num_key_value_heads", 2),
+                     "key 'num_key_value_heads' (2) must divide num_attention_heads (7)");
+  check_config_error(with(dream_config(), "mask_token_id", 512), "key 'mask_token_id' must be below vocab_size (512)");
+  check_config_error(with(llama_config(), "eos_token_id", {2, 5000}), "key 'eos_token_id' must be below vocab_size");
 }

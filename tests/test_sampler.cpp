@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "common.h"
+#include "dream_schedule.h"
 #include "sampler.h"
 
 using namespace unmask;
@@ -161,4 +162,30 @@ TEST_CASE("--eos-last commits stop tokens only when the schedule needs them") {
   CHECK(sampler.answer() == std::vector<int32_t>{9, 4, 9});
   sampler.commit({pick(2, 0.99f), pick(2, 0.98f)});  // both EOS: order among them kept
   CHECK(sampler.answer() == std::vector<int32_t>{2, 4, 9});
+}
+
+TEST_CASE("Dream's timesteps and transfer counts") {
+  for (int steps : {1, 2, 7, 8, 64, 512}) {
+    CAPTURE(steps);
+    const std::vector<float> t = unmask::dream_timesteps(steps, 1e-3f);
+    REQUIRE(t.size() == static_cast<size_t>(steps) + 1);
+    CHECK(t.front() == 1.f);
+    CHECK(t.back() == 1e-3f);  // the second half is filled from the end, so eps is exact
+    for (int i = 0; i < steps; i++) CHECK(t[i + 1] < t[i]);
+    // Committing int(n * share) of what is left, everything at the last step, empties the answer.
+    int masked = 100;
+    for (int i = 0; i < steps; i++) {
+      const int k = unmask::dream_transfer_count(t, i, masked);
+      CHECK(k >= 0);
+      CHECK(k <= masked);
+      masked -= k;
+    }
+    CHECK(masked == 0);
+  }
+  // S = 4: t = 1, 0.75025, 0.5005, 0.25075, 0.001; shares 0.24975, 0.3329, 0.4990, 1.
+  const std::vector<float> t4 = unmask::dream_timesteps(4, 1e-3f);
+  CHECK(unmask::dream_transfer_count(t4, 0, 16) == 3);  // int(16 * 0.24975)
+  CHECK(unmask::dream_transfer_count(t4, 1, 13) == 4);  // int(13 * 0.3329)
+  CHECK(unmask::dream_transfer_count(t4, 2, 9) == 4);   // int(9 * 0.4990)
+  CHECK(unmask::dream_transfer_count(t4, 3, 5) == 5);
 }

@@ -1,0 +1,188 @@
+// pick on the host: one logits row -> the chosen token and its confidence numbers. Used by the
+// CPU backend and, as the oracle, by the CUDA tests.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "common.h"
+#include "cpu_backend.h"
+#include "rng.h"
+
+namespace unmask {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Candidate order: score descending, lower index first on ties.
+template <typename Score>
+auto descending(Score score) {
+  return [score](int32_t a, int32_t b) {
+    const float sa = score(a), sb = score(b);
+    return sa > sb || (sa == sb && a < b);
+  };
+}
+
+// The token among `candidates` (all of the row when null) maximising logit + T * Gumbel noise.
+int64_t choose(const float* row, int64_t vocab, const int32_t* candidates, int64_t n,
+               const PickParams& params) {
+  auto score = [&](int64_t v) {
+    if (params.temperature == 0.f) return row[v];
+    const double g = noise_gumbel(noise_bits(params.seed, kStreamGumbel, params.step,
+                                             params.position, static_cast<uint32_t>(v)));
+    return row[v] + static_cast<float>(static_cast<double>(params.temperature) * g);
+  };
+  int64_t best = -1;
+  float best_score = kNegInf;
+  for (int64_t i = 0; i < (candidates ? n : vocab); i++) {
+    const int64_t v = candidates ? candidates[i] : i;
+    if (row[v] == kNegInf) continue;
+    const float s = score(v);
+    if (best < 0 || s > best_score || (s == best_score && v < best)) {
+      best = v;
+      best_score = s;
+    }
+  }
+  UNMASK_CHECK(best >= 0, "every token of the vocabulary is banned");
+  return best;
+}
+
+// LLaDA's order: statistics of the unfiltered softmax, then top-k, then top-p over the survivors.
+PickResult pick_unfiltered_confidence(const float* row, int64_t vocab, const PickParams& params,
+                                      std::vector<int32_t>& scratch) {
+
+  // Statistics under the unfiltered logits.
+  float mx = kNegInf;
+  for (int64_t v = 0; v < vocab; v++) mx = std::max(mx, row[v]);
+  double sum = 0;
+  for (int64_t v = 0; v < vocab; v++) sum += std::exp(static_cast<double>(row[v]) - mx);
+  double entropy = 0, p1 = 0, p2 = 0;
+  for (int64_t v = 0; v < vocab; v++) {
+    const double p = std::exp(static_cast<double>(row[v]) - mx) / sum;
+    if (p > 0) entropy -= p * std::log(p);
+    if (p > p1) {
+      p2 = p1;
+      p1 = p;
+    } else if (p > p2) {
+      p2 = p;
+    }
+  }
+
+  // Candidate filter: top-k, then top-p over the survivors. Order: logit desc, index asc.
+  const bool use_top_k = params.top_k > 0 && params.top_k < vocab;
+  const bool use_top_p = params.top_p > 0.f && params.top_p < 1.f;
+  int64_t n_kept = vocab;
+  if (use_top_k || use_top_p) {
+    scratch.resize(vocab);
+    for (int64_t v = 0; v < vocab; v++) scratch[v] = static_cast<int32_t>(v);
+    const auto before = descending([row](int64_t v) { return row[v]; });
+    if (use_top_k) {
+      n_kept = params.top_k;
+      std::partial_sort(scratch.begin(), scratch.begin() + n_kept, scratch.end(), before);
+    } else {
+      std::sort(scratch.begin(), scratch.end(), before);
+    }
+    if (use_top_k && use_top_p) std::sort(scratch.begin(), scratch.begin() + n_kept, before);
+    if (use_top_p) {
+      const float top = row[scratch[0]];
+      double kept_sum = 0;
+      for (int64_t i = 0; i < n_kept; i++) kept_sum += std::exp(static_cast<double>(row[scratch[i]]) - top);
+      double cumulative = 0;
+      int64_t keep = 0;
+      while (keep < n_kept && cumulative < params.top_p) {
+        cumulative += std::exp(static_cast<double>(row[scratch[keep]]) - top) / kept_sum;
+        keep++;
+      }
+      n_kept = keep;
+    }
+  }
+
+  const int64_t best = choose(row, vocab, n_kept == vocab ? nullptr : scratch.data(), n_kept, params);
+
+  PickResult result;
+  result.token = static_cast<int32_t>(best);
+  result.prob = static_cast<float>(std::exp(static_cast<double>(row[best]) - mx) / sum);
+  result.margin = static_cast<float>(p1 - p2);
+  result.entropy = static_cast<float>(entropy);
+  return result;
+}
+
+
+// Dream's sample_tokens: logits / T, top-p over the whole tempered distribution (an entry stays
+// while the mass before it is <= top_p), then top-k, and every statistic from the renormalised
+// survivors; the entropy carries Dream's log(p + 1e-10).
+PickResult pick_filtered_confidence(const float* row, int64_t vocab, const PickParams& params,
+                                    std::vector<int32_t>& scratch) {
+  const float temperature = params.temperature > 0.f ? params.temperature : 1.f;
+  auto tempered = [&](int64_t v) { return row[v] / temperature; };
+  const bool use_top_k = params.top_k > 0 && params.top_k < vocab;
+  const bool use_top_p = params.top_p > 0.f && params.top_p < 1.f;
+  const int32_t* kept = nullptr;
+  int64_t n_kept = vocab;
+  if (use_top_k || use_top_p) {
+    scratch.resize(vocab);
+    for (int64_t v = 0; v < vocab; v++) scratch[v] = static_cast<int32_t>(v);
+    const auto before = descending(tempered);
+    if (use_top_p) {
+      std::sort(scratch.begin(), scratch.end(), before);
+      const float top = tempered(scratch[0]);
+      double total = 0;
+      for (int64_t v = 0; v < vocab; v++) total += std::exp(static_cast<double>(tempered(v)) - top);
+      double mass_before = 0;
+      int64_t keep = 0;
+      while (keep < vocab && mass_before <= params.top_p) {
+        mass_before += std::exp(static_cast<double>(tempered(scratch[keep])) - top) / total;
+        keep++;
+      }
+      n_kept = keep;
+    }
+    if (use_top_k && params.top_k < n_kept) {
+      if (!use_top_p)
+        std::partial_sort(scratch.begin(), scratch.begin() + params.top_k, scratch.end(), before);
+      n_kept = params.top_k;
+    }
+    kept = scratch.data();
+  }
+  const int64_t best = choose(row, vocab, kept, n_kept, params);
+
+  auto entry = [&](int64_t i) -> int64_t { return kept ? kept[i] : i; };
+  float top = kNegInf;
+  for (int64_t i = 0; i < n_kept; i++) top = std::max(top, tempered(entry(i)));
+  double sum = 0;
+  for (int64_t i = 0; i < n_kept; i++) sum += std::exp(static_cast<double>(tempered(entry(i))) - top);
+  double neg_entropy = 0, p1 = 0, p2 = 0;
+  for (int64_t i = 0; i < n_kept; i++) {
+    const double p = std::exp(static_cast<double>(tempered(entry(i))) - top) / sum;
+    neg_entropy += p * std::log(p + 1e-10);
+    if (p > p1) {
+      p2 = p1;
+      p1 = p;
+    } else if (p > p2) {
+      p2 = p;
+    }
+  }
+  PickResult result;
+  result.token = static_cast<int32_t>(best);
+  result.prob = static_cast<float>(std::exp(static_cast<double>(tempered(best)) - top) / sum);
+  result.margin = static_cast<float>(p1 - p2);
+  result.entropy = static_cast<float>(-neg_entropy);
+  return result;
+}
+
+}  // namespace
+
+PickResult pick_row(float* row, const float* uncond_row, int64_t vocab, const PickParams& params,
+                    const std::vector<int32_t>& banned, std::vector<int32_t>& scratch) {
+  if (uncond_row) {
+    const float w1 = params.cfg_scale + 1.f;
+    for (int64_t v = 0; v < vocab; v++) row[v] = uncond_row[v] + w1 * (row[v] - uncond_row[v]);
+  }
+  const size_t n_banned = params.n_banned < 0
+                              ? banned.size()
+                              : std::min(banned.size(), static_cast<size_t>(params.n_banned));
+  for (size_t i = 0; i < n_banned; i++)
+    if (banned[i] >= 0 && banned[i] < vocab) row[banned[i]] = kNegInf;
+  return params.filtered_confidence ? pick_filtered_confidence(row, vocab, params, scratch)
+                                    : pick_unfiltered_confidence(row, vocab, params, scratch);
+}
+
+}  // namespace unmask

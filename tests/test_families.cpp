@@ -1,0 +1,133 @@
+// Dream (Qwen2 names, shifted logits), llama-format and BPE-tokenized LLaDA checkpoints against
+// scripts/reference_families.py: forward rows, chat rendering, and whole generations in both loops.
+#include <doctest/doctest.h>
+
+#include "chat.h"
+#include "engine.h"
+#include "fixtures.h"
+#include "session.h"
+
+using namespace unmask;
+using unmask::test::fixture;
+using unmask::test::load_json;
+
+namespace {
+
+const nlohmann::json& families() {
+  static const nlohmann::json j = load_json(fixture("families.json"));
+  return j;
+}
+
+// tiny-llama stores no mask id, as DiffuLLaMA; the fixtures use its 811.
+std::unique_ptr<Session> open_fixture(const std::string& model) {
+  const auto& info = families()["models"][model];
+  std::optional<int32_t> mask;
+  if (model == "tiny-llama") mask = info["mask_id"].get<int32_t>();
+  return open_session(fixture(model), "cpu", 0, mask);
+}
+
+GenerationSettings settings_of_family_case(const nlohmann::json& c) {
+  GenerationSettings s;
+  s.alg = c["loop"] == "llada" ? Algorithm::Llada : parse_algorithm(c["alg"].get<std::string>());
+  s.gen_length = c["gen_length"].get<int>();
+  s.steps = c["steps"].get<int>();
+  if (!c["block_length"].is_null()) s.block_length = c["block_length"].get<int>();
+  s.temperature = c["temperature"].get<float>();
+  s.top_k = c["top_k"].get<int>();
+  s.top_p = c["top_p"].get<float>();
+  s.alg_temp = c["alg_temp"].get<float>();
+  s.seed = c["seed"].get<uint64_t>();
+  s.eos_stop = c["eos_stop"].get<bool>();
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("families: each fixture checkpoint loads with the facts of its family") {
+  for (const auto& [model, info] : families()["models"].items()) {
+    CAPTURE(model);
+    auto session = open_fixture(model);
+    const ModelConfig& c = session->config;
+    CHECK(c.family == (model == "tiny-dream" ? "dream" : model == "tiny-llama" ? "llama" : "llada"));
+    CHECK(c.shifted_logits == info["loop_logits_shifted"].get<bool>());
+    CHECK(c.mask_token_id == info["mask_id"].get<int32_t>());
+    CHECK(c.eos_token_id == info["eos_token_id"].get<int32_t>());
+    // The end-of-turn ids come from the tokenizer: <|im_end|> (Dream), <|eot_id|> (LLaDA).
+    auto stops = c.stop_token_ids;
+    std::sort(stops.begin(), stops.end());
+    CHECK(stops == info["stop_ids"].get<std::vector<int32_t>>());
+    CHECK(c.embedding_size == info["vocab_size"].get<int64_t>());
+    CHECK(session->tokenizer->vocab_size() == info["tokenizer_size"].get<int32_t>());
+  }
+}
+
+TEST_CASE("families: raw forward rows match the float64 reference") {
+  for (const auto& c : families()["forward"]) {
+    const std::string model = c["model"].get<std::string>();
+    CAPTURE(model);
+    auto session = open_fixture(model);
+    ForwardBatch batch;
+    batch.clear();
+    batch.add_sequence(c["tokens"].get<std::vector<int32_t>>());
+    batch.out_rows = c["rows"].get<std::vector<int32_t>>();
+    Tensor logits = session->model->forward(batch);
+    REQUIRE(logits.rows == static_cast<int64_t>(batch.out_rows.size()));
+    for (size_t r = 0; r < batch.out_rows.size(); r++) {
+      CAPTURE(r);
+      std::vector<float> got(logits.f32() + r * logits.cols, logits.f32() + (r + 1) * logits.cols);
+      const auto want = c["logits"][r].get<std::vector<double>>();
+      REQUIRE(got.size() == want.size());
+      // bf16 weights are exact in float32; the activations are float32 against float64.
+      CHECK(unmask::test::relative_error(got, want) <= 1e-4);
+    }
+  }
+}
+
+TEST_CASE("families: the native chat templates render as the published Jinja ones") {
+  for (const auto& c : families()["chat"]) {
+    const std::string model = c["model"].get<std::string>();
+    CAPTURE(model);
+    const ChatTemplate chat = detect_chat_template(load_tokenizer_config(fixture(model)));
+    std::optional<std::string> system;
+    if (!c["system"].is_null()) system = c["system"].get<std::string>();
+    CHECK(render_chat(chat, {{"user", c["user"].get<std::string>()}}, system) ==
+          c["chat_text"].get<std::string>());
+  }
+}
+
+TEST_CASE("families: generation matches the reference token for token (both loops)") {
+  std::map<std::string, std::unique_ptr<Session>> sessions;
+  for (const auto& c : families()["generate"]) {
+    const std::string model = c["model"].get<std::string>();
+    CAPTURE(c["name"].get<std::string>());
+    auto& session = sessions[model];
+    if (!session) session = open_fixture(model);
+
+    // The prompt as the CLI builds it: plain (with the tokenizer's BOS for LLaDA) or chat.
+    const bool chat = !c["chat"].is_null();
+    std::optional<std::string> system;
+    if (chat && !c["chat"]["system"].is_null()) system = c["chat"]["system"].get<std::string>();
+    const std::string text = chat ? c["chat"]["user"].get<std::string>() : c["prompt_text"].get<std::string>();
+    const std::vector<int32_t> prompt = encode_prompt(*session, text, chat, system);
+    REQUIRE(prompt == c["prompt_ids"].get<std::vector<int32_t>>());
+
+    const GenerationSettings s = settings_of_family_case(c);
+    Sampler sampler(prompt, s, session->config);
+    Engine engine(*session->model);
+    engine.run({&sampler});
+    CHECK(sampler.answer() == c["expected_ids"].get<std::vector<int32_t>>());
+    CHECK(sampler.forwards() == c["forwards"].get<int>());
+    CHECK(decode_text(*session->tokenizer, sampler.answer(), session->config.stop_token_ids) ==
+          c["expected_text"].get<std::string>());
+  }
+}
+
+TEST_CASE("families: the live view shows byte-level BPE tokens as text, not as byte letters") {
+  auto session = open_fixture("tiny-dream");
+  const std::string text = "And God saw the light, that it was good.";
+  const std::vector<int32_t> ids = session->tokenizer->encode(text);
+  std::string shown;
+  for (int32_t id : ids) shown += session->tokenizer->display_text(id);
+  CHECK(shown == text);
+  CHECK(session->tokenizer->piece(ids[1]).find("\xc4\xa0") == 0);  // the raw piece spells the space as U+0120
+}
