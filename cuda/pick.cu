@@ -1,4 +1,5 @@
-// pick: one thread block per logits row reduces it to a PickResult (CFG, bans, top-k/top-p, Gumbel).
+// pick: one thread block per logits row reduces it to a PickResult (CFG, bans, top-k/top-p, Gumbel;
+// LLaDA's unfiltered statistics or Dream's filtered_confidence).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -134,9 +135,18 @@ __device__ bool rank_select(int vocab, uint32_t rank, KeyOf key_of, Shared& sh, 
   return ok;
 }
 
+// Dream's tempered view of a row: temper(row(v)), the values its order and statistics use.
+struct TemperedRow {
+  Row row;
+  float temperature;
+
+  __device__ float operator()(int v) const { return temper(row(v), temperature); }
+};
+
 // Index of the tie of rank `rank` (ascending index) among candidates with key `tie_key` inside
-// `within`: a radix select on ~index.
-__device__ uint32_t select_tie(int vocab, const Row& row, uint32_t tie_key, const Boundary& within,
+// `within`: a radix select on ~index. Keys are order_key(row(v)); Val is Row or TemperedRow.
+template <class Val>
+__device__ uint32_t select_tie(int vocab, const Val& row, uint32_t tie_key, const Boundary& within,
                                uint32_t rank, Shared& sh, bool& ok) {
   RankSelect rs;
   ok = rank_select(
@@ -150,8 +160,10 @@ __device__ uint32_t select_tie(int vocab, const Row& row, uint32_t tie_key, cons
   return ~rs.prefix;
 }
 
-// Top-p descent over the candidates inside `top_k`; returns the state after the last level.
-__device__ MassSelect mass_select(int vocab, const Row& row, const Boundary& top_k, float mx,
+// Top-p descent over the candidates inside `top_k` (Boundary{}: all); returns the state after the
+// last level.
+template <class Val>
+__device__ MassSelect mass_select(int vocab, const Val& row, const Boundary& top_k, float mx,
                                   double kept_sum, uint64_t target, Shared& sh) {
   if (threadIdx.x == 0) sh.mass_select = MassSelect{};
   __syncthreads();
@@ -182,6 +194,102 @@ __device__ MassSelect mass_select(int vocab, const Row& row, const Boundary& top
   return ms;
 }
 
+struct SumD {
+  __device__ double operator()(double a, double b) const { return a + b; }
+};
+
+// The filtered_confidence mode (Dream's sample_tokens), step for step pick_row_model_filtered:
+// boundaries on the tempered values, then the survivors' normaliser, top two and winner, then the
+// entropy. Block-uniform; thread 0 writes *out. Not inlined: the kernel's LLaDA path keeps its
+// register allocation (inlined, ptxas spilled more in both paths).
+__device__ __noinline__ void pick_filtered_confidence(const Row& row, int vocab, const PickParams& p,
+                                                      Shared& sh, PickResult* out) {
+  const TemperedRow lt{row, p.temperature};
+  const bool use_top_k = p.top_k > 0 && p.top_k < vocab;
+  const bool use_top_p = p.top_p > 0.f && p.top_p < 1.f;
+
+  // Pass 1: the tempered maximum.
+  float mx = -INFINITY;
+  for (int v = threadIdx.x; v < vocab; v += kThreads) mx = fmaxf(mx, lt(v));
+  mx = block_reduce(mx, MaxOp{}, sh);
+  if (mx == -INFINITY) {  // every token banned: the host reports it
+    if (threadIdx.x == 0) *out = PickResult{};
+    return;
+  }
+
+  bool ok = true;
+  Boundary top_k, top_p;
+  if (use_top_k) {
+    RankSelect rs;
+    ok = rank_select(
+        vocab, static_cast<uint32_t>(p.top_k - 1),
+        [&](int v, uint32_t& key) {
+          key = order_key(lt(v));
+          return true;
+        },
+        sh, rs);
+    top_k.key = rs.prefix;
+    if (ok && rs.rank + 1 < rs.count) top_k.index = select_tie(vocab, lt, rs.prefix, Boundary{}, rs.rank, sh, ok);
+  }
+  if (ok && use_top_p) {
+    // Pass 2: the full normaliser; top-p descends over every entry, "mass before <= top_p".
+    double s = 0;
+    for (int v = threadIdx.x; v < vocab; v += kThreads) s += exp(static_cast<double>(lt(v)) - mx);
+    const double total = block_reduce(s, SumD{}, sh);
+    const MassSelect ms =
+        mass_select(vocab, lt, Boundary{}, mx, total, to_fixed(static_cast<double>(p.top_p)) + 1, sh);
+    if (ms.found) {
+      const double p_tie = exp(static_cast<double>(key_value(ms.prefix)) - mx) / total;
+      const uint32_t keep =
+          ties_kept_at_most(static_cast<double>(ms.above) / kFixedOne, p_tie, ms.count, p.top_p);
+      top_p.key = ms.prefix;
+      if (keep < ms.count) top_p.index = select_tie(vocab, lt, ms.prefix, Boundary{}, keep - 1, sh, ok);
+    }
+  }
+
+  // Survivors: normaliser, top two (tempered) and the winner (raw value + T * Gumbel).
+  double sum = 0;
+  Top2 top2 = {-INFINITY, -INFINITY};
+  Best best;
+  for (int v = threadIdx.x; v < vocab; v += kThreads) {
+    const float x = row(v), l = temper(x, p.temperature);
+    const uint32_t key = order_key(l);
+    if (!keeps(top_k, key, static_cast<uint32_t>(v)) || !keeps(top_p, key, static_cast<uint32_t>(v))) continue;
+    top2_push(l, top2.t1, top2.t2);
+    sum += exp(static_cast<double>(l) - mx);
+    if (x != -INFINITY) {
+      const float sc = pick_score(x, p, static_cast<uint32_t>(v));
+      if (beats(sc, v, best)) best = {sc, v, x};
+    }
+  }
+  sum = block_reduce(sum, SumD{}, sh);
+  top2 = block_reduce(top2, Top2Op{}, sh);
+  best = block_reduce(best, BestOp{}, sh);
+
+  // Dream's entropy -sum q log(q + 1e-10) over the renormalised survivors.
+  double neg_entropy = 0;
+  for (int v = threadIdx.x; v < vocab; v += kThreads) {
+    const float l = lt(v);
+    const uint32_t key = order_key(l);
+    if (!keeps(top_k, key, static_cast<uint32_t>(v)) || !keeps(top_p, key, static_cast<uint32_t>(v))) continue;
+    const double q = exp(static_cast<double>(l) - mx) / sum;
+    neg_entropy += q * log(q + 1e-10);
+  }
+  neg_entropy = block_reduce(neg_entropy, SumD{}, sh);
+
+  if (threadIdx.x == 0) {
+    PickResult res;
+    if (ok && best.index >= 0) {
+      res.token = best.index;
+      res.prob = static_cast<float>(exp(static_cast<double>(temper(best.value, p.temperature)) - mx) / sum);
+      res.margin = static_cast<float>(exp(static_cast<double>(top2.t1) - mx) / sum -
+                                      exp(static_cast<double>(top2.t2) - mx) / sum);
+      res.entropy = static_cast<float>(-neg_entropy);
+    }
+    *out = res;
+  }
+}
+
 __global__ void __launch_bounds__(kThreads)
 pick_kernel(const float* logits, int64_t ld, const float* uncond, int64_t uncond_ld, int vocab,
             const PickParams* params, const int32_t* banned, int n_banned, PickResult* out) {
@@ -200,6 +308,10 @@ pick_kernel(const float* logits, int64_t ld, const float* uncond, int64_t uncond
   row.banned = banned_sm;
   row.n_banned = p.n_banned < 0 ? n_banned : min(p.n_banned, n_banned);
   __syncthreads();
+  if (p.filtered_confidence) {  // block-uniform: one row per block
+    pick_filtered_confidence(row, vocab, p, sh, out + r);
+    return;
+  }
 
   const bool use_top_k = p.top_k > 0 && p.top_k < vocab;
   const bool use_top_p = p.top_p > 0.f && p.top_p < 1.f;

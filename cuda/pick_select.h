@@ -7,6 +7,8 @@
 // digit), i from a second radix select over the tied indices when ties straddle the boundary.
 // top-p descends the same digits with per-bin probability mass in 2^-60 fixed point, so the
 // histogram sums are exact and the result does not depend on the order of atomic adds.
+// The filtered_confidence mode (Dream) runs the same selects on the tempered values; see
+// pick_row_model_filtered.
 // pick_row_model() runs these steps sequentially; tests check it against pick_row on the CPU.
 #pragma once
 
@@ -187,6 +189,143 @@ UNMASK_HOST_DEVICE uint32_t ties_kept(double above, double p_tie, uint32_t n, fl
   return keep < 1 ? 1 : keep;
 }
 
+// Dream's top-p rule for the same ties: "keep while the mass before the token <= top_p".
+UNMASK_HOST_DEVICE uint32_t ties_kept_at_most(double above, double p_tie, uint32_t n, float top_p) {
+  if (p_tie <= 0) return n;
+  double cumulative = above;
+  uint32_t keep = 0;
+  while (keep < n && cumulative <= top_p) {
+    cumulative += p_tie;
+    keep++;
+  }
+  return keep < 1 ? 1 : keep;
+}
+
+// Dream's tempered logit: x / T for T > 0, else x (T = 0 is the plain argmax), rounded as pick_row.
+UNMASK_HOST_DEVICE float temper(float x, float temperature) {
+  if (!(temperature > 0.f)) return x;
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(x, temperature);
+#else
+  return x / temperature;
+#endif
+}
+
+// The filtered_confidence mode (Dream's sample_tokens) over the tempered values lt = temper(x).
+// Top-p runs over the whole distribution and top-k after it; both keep a prefix of the order
+// "lt desc, index asc", so the kept set is the intersection of a top-k boundary and a top-p
+// boundary, each computed over every entry. Top-p keeps an entry while the mass before it is
+// <= top_p: its last kept entry is the first whose inclusive mass exceeds top_p, i.e. reaches
+// target + 1 in fixed point, and ties_kept_at_most splits ties there. The statistics come from
+// softmax(lt) renormalised over the survivors; the token maximises the raw x + T * Gumbel.
+template <class Val>
+PickResult pick_row_model_filtered(Val val, int64_t vocab, const PickParams& p) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  auto lt = [&](int64_t v) { return temper(val(v), p.temperature); };
+  auto key_of = [&](int64_t v) { return order_key(lt(v)); };
+  const bool use_top_k = p.top_k > 0 && p.top_k < vocab;
+  const bool use_top_p = p.top_p > 0.f && p.top_p < 1.f;
+
+  // Pass 1: the tempered maximum (the first entry of the order, always kept).
+  float mx = kNegInf;
+  for (int64_t v = 0; v < vocab; v++) {
+    const float l = lt(v);
+    mx = l > mx ? l : mx;
+  }
+  PickResult r;
+  if (mx == kNegInf) return r;
+
+  Boundary top_k, top_p;
+  uint32_t hist[kBins];
+  auto select_index = [&](uint32_t tie_key, uint32_t rank) {
+    RankSelect is;
+    is.rank = rank;
+    for (int level = 0; level < kLevels; level++) {
+      for (uint32_t& h : hist) h = 0;
+      for (int64_t v = 0; v < vocab; v++) {
+        const uint32_t ikey = ~static_cast<uint32_t>(v);
+        if (key_of(v) == tie_key && in_running(level, is.prefix, ikey)) hist[digit_of(level, ikey)]++;
+      }
+      if (!rank_step(is, hist)) return 0xffffffffu;
+    }
+    return ~is.prefix;
+  };
+  if (use_top_k) {
+    RankSelect rs;
+    rs.rank = static_cast<uint32_t>(p.top_k - 1);
+    for (int level = 0; level < kLevels; level++) {
+      for (uint32_t& h : hist) h = 0;
+      for (int64_t v = 0; v < vocab; v++) {
+        const uint32_t key = key_of(v);
+        if (in_running(level, rs.prefix, key)) hist[digit_of(level, key)]++;
+      }
+      rank_step(rs, hist);
+    }
+    top_k.key = rs.prefix;
+    if (rs.rank + 1 < rs.count) top_k.index = select_index(rs.prefix, rs.rank);
+  }
+  if (use_top_p) {
+    // Pass 2: the full normaliser; the mass descent runs over every entry.
+    double total = 0;
+    for (int64_t v = 0; v < vocab; v++) total += std::exp(static_cast<double>(lt(v)) - mx);
+    const uint64_t target = to_fixed(static_cast<double>(p.top_p)) + 1;
+    MassSelect ms;
+    uint64_t mass[kBins];
+    for (int level = 0; level < kLevels; level++) {
+      for (int b = 0; b < kBins; b++) hist[b] = 0, mass[b] = 0;
+      for (int64_t v = 0; v < vocab; v++) {
+        const float l = lt(v);
+        const uint32_t key = order_key(l);
+        if (!in_running(level, ms.prefix, key)) continue;
+        hist[digit_of(level, key)]++;
+        mass[digit_of(level, key)] += to_fixed(std::exp(static_cast<double>(l) - mx) / total);
+      }
+      mass_step(ms, hist, mass, target);
+      if (!ms.found) break;
+    }
+    if (ms.found) {
+      const double p_tie = std::exp(static_cast<double>(key_value(ms.prefix)) - mx) / total;
+      const uint32_t keep =
+          ties_kept_at_most(static_cast<double>(ms.above) / kFixedOne, p_tie, ms.count, p.top_p);
+      top_p.key = ms.prefix;
+      if (keep < ms.count) top_p.index = select_index(ms.prefix, keep - 1);
+    }
+  }
+
+  // Survivors: their normaliser, top two and the winner (scored on the raw value).
+  auto survives = [&](uint32_t key, int64_t v) {
+    return keeps(top_k, key, static_cast<uint32_t>(v)) && keeps(top_p, key, static_cast<uint32_t>(v));
+  };
+  double sum = 0;
+  float t1 = kNegInf, t2 = kNegInf;
+  Best best;
+  for (int64_t v = 0; v < vocab; v++) {
+    const float x = val(v), l = temper(x, p.temperature);
+    if (!survives(order_key(l), v)) continue;
+    top2_push(l, t1, t2);
+    sum += std::exp(static_cast<double>(l) - mx);
+    if (x != kNegInf) {
+      const float s = pick_score(x, p, static_cast<uint32_t>(v));
+      if (beats(s, static_cast<int32_t>(v), best)) best = {s, static_cast<int32_t>(v), x};
+    }
+  }
+  if (best.index < 0) return r;
+  // Dream's entropy, -sum p log(p + 1e-10), needs the normaliser first: one more pass.
+  double neg_entropy = 0;
+  for (int64_t v = 0; v < vocab; v++) {
+    const float l = lt(v);
+    if (!survives(order_key(l), v)) continue;
+    const double q = std::exp(static_cast<double>(l) - mx) / sum;
+    neg_entropy += q * std::log(q + 1e-10);
+  }
+  r.token = best.index;
+  r.prob = static_cast<float>(std::exp(static_cast<double>(temper(best.value, p.temperature)) - mx) / sum);
+  r.margin = static_cast<float>(std::exp(static_cast<double>(t1) - mx) / sum -
+                                std::exp(static_cast<double>(t2) - mx) / sum);
+  r.entropy = static_cast<float>(-neg_entropy);
+  return r;
+}
+
 // Sequential model of the kernel: same steps, same arithmetic, histograms by a plain loop.
 // token -1 when every candidate is banned.
 inline PickResult pick_row_model(const float* logits, const float* uncond, int64_t vocab,
@@ -202,6 +341,7 @@ inline PickResult pick_row_model(const float* logits, const float* uncond, int64
       if (banned[i] == v) x = kNegInf;
     return x;
   };
+  if (p.filtered_confidence) return pick_row_model_filtered(val, vocab, p);
   const bool use_top_k = p.top_k > 0 && p.top_k < vocab;
   const bool use_top_p = p.top_p > 0.f && p.top_p < 1.f;
   const bool filtered = use_top_k || use_top_p;

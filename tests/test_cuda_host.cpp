@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -170,6 +171,132 @@ TEST_CASE("cuda host: the pick kernel's algorithm reproduces pick_row") {
     }
   }
   CHECK(cases == 5 * 3 * 3 * 4 * 3);
+}
+
+// The same for the filtered_confidence mode (Dream's sample_tokens), row by row next to the LLaDA
+// mode on the same rows. Tolerance: check_pick's 1e-5 relative (doctest Approx); the model and
+// pick_row sum the same doubles in different orders, so they differ by ~1e-15.
+TEST_CASE("cuda host: the pick kernel's algorithm reproduces pick_row with filtered confidence") {
+  std::mt19937 gen(12);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  std::vector<int32_t> scratch;
+  int cases = 0, prob_differs = 0, kept_differs = 0;
+  for (int64_t vocab : {1, 2, 3, 7, 33, 400, 5001}) {
+    // 0 plain, 1 coarse values (ties straddle the boundaries), 2 CFG, 3 most of the row banned,
+    // 4 flat-ish (top-p keeps many entries)
+    for (int variant = 0; variant < 5; variant++) {
+      if (variant == 3 && vocab > 400) continue;  // the model scans the ban list per value
+      for (float temperature : {0.f, 0.7f}) {
+        for (int top_k : {0, 1, 5, 40}) {
+          for (float top_p : {1.f, 0.9f, 0.5f}) {
+            CAPTURE(vocab);
+            CAPTURE(variant);
+            CAPTURE(temperature);
+            CAPTURE(top_k);
+            CAPTURE(top_p);
+            std::vector<float> row(vocab), uncond(vocab);
+            for (auto& x : row) x = normal(gen);
+            for (auto& x : uncond) x = normal(gen);
+            if (variant == 1)
+              for (auto& x : row) x = std::round(x * 2.f) / 2.f;
+            if (variant == 4)
+              for (auto& x : row) x *= 0.05f;
+            PickParams p;
+            p.seed = gen();
+            p.step = gen() % 100;
+            p.position = gen() % 1000;
+            p.temperature = temperature;
+            p.top_k = top_k;
+            p.top_p = top_p;
+            p.cfg_scale = variant == 2 ? 1.5f : 0.f;
+            p.uncond_row = 0;
+            std::vector<int32_t> banned;
+            if (variant == 3) {
+              for (int64_t v = 0; v + 3 < vocab; v++) banned.push_back(static_cast<int32_t>((v * 7 + 1) % vocab));
+            } else {
+              if (vocab > 1) banned.push_back(static_cast<int32_t>(gen() % vocab));
+              if (vocab > 2) banned.push_back(static_cast<int32_t>(gen() % vocab));
+            }
+            const float* u = variant == 2 ? uncond.data() : nullptr;
+
+            p.filtered_confidence = true;
+            const PickResult model = pick::pick_row_model(row.data(), u, vocab, p, banned);
+            std::vector<float> work = row;
+            const PickResult want = pick_row(work.data(), u, vocab, p, banned, scratch);
+            unmask::test::check_pick(model, want);
+
+            p.filtered_confidence = false;
+            const PickResult llada = pick::pick_row_model(row.data(), u, vocab, p, banned);
+            work = row;
+            unmask::test::check_pick(llada, pick_row(work.data(), u, vocab, p, banned, scratch));
+            if (top_p < 1.f && std::fabs(llada.prob - model.prob) > 1e-3f) prob_differs++;
+            // Dream renormalises over the survivors, so prob >= the unfiltered prob (equal when all
+            // survive); with T = 0 both modes pick over the same values.
+            if (temperature == 0.f && top_k == 0) {
+              CHECK(model.prob >= llada.prob * (1.f - 1e-5f));
+              if (model.prob > llada.prob * (1.f + 1e-5f)) kept_differs++;
+            }
+            cases++;
+          }
+        }
+      }
+    }
+  }
+  CHECK(cases == (7 * 5 - 1) * 2 * 4 * 3);
+  CHECK(prob_differs > 50);  // the modes really differ where top-p filters
+  CHECK(kept_differs > 10);
+}
+
+// Exact boundaries of Dream's top-p: entries stay while the mass before them is <= top_p.
+TEST_CASE("cuda host: filtered confidence keeps the entry whose preceding mass equals top_p") {
+  std::vector<int32_t> scratch;
+  auto both = [&](std::vector<float> row, PickParams p) {
+    p.filtered_confidence = true;
+    const PickResult model = pick::pick_row_model(row.data(), nullptr, static_cast<int64_t>(row.size()), p, {});
+    const PickResult want = pick_row(row.data(), nullptr, static_cast<int64_t>(row.size()), p, {}, scratch);
+    unmask::test::check_pick(model, want);
+    return model;
+  };
+  PickParams p;
+  p.top_p = 0.5f;
+  // Four ties of 0.25: masses before them 0, 0.25, 0.5 (kept), 0.75. LLaDA's "<" would keep two.
+  PickResult r = both({0.f, 0.f, 0.f, 0.f}, p);
+  CHECK(r.token == 0);
+  CHECK(r.prob == doctest::Approx(1.0 / 3.0).epsilon(1e-6));
+  CHECK(r.margin == 0.f);
+  CHECK(r.entropy == doctest::Approx(std::log(3.0)).epsilon(1e-6));
+  // Distinct keys on the boundary: a denormal sits above 0 but exp() of their difference rounds to
+  // 1, so every mass is exactly 0.25 and the cut (0.5 before the third entry) falls between keys.
+  const float d = std::numeric_limits<float>::denorm_min();
+  r = both({d, 0.f, 0.f, d}, p);
+  CHECK(r.token == 0);
+  CHECK(r.prob == doctest::Approx(1.0 / 3.0).epsilon(1e-6));
+  // The third survivor is index 1 (ties by index): with T > 0 the Gumbel winner is one of 0, 3, 1.
+  for (uint64_t seed = 0; seed < 64; seed++) {
+    PickParams q = p;
+    q.temperature = 1.f;
+    q.seed = seed;
+    const int32_t t = both({d, 0.f, 0.f, d}, q).token;
+    CHECK((t == 0 || t == 1 || t == 3));
+  }
+  // Top-p alone cuts after the top entry; top-k after top-p; the statistics renormalise.
+  p.top_p = 0.5f;
+  r = both({2.f, 1.f, 0.f, -1.f}, p);
+  CHECK(r.token == 0);
+  CHECK(r.prob == 1.f);
+  CHECK(r.margin == 1.f);
+  CHECK(std::fabs(r.entropy) < 1e-6f);
+  p.top_p = 0.9f;
+  p.top_k = 2;
+  r = both({2.f, 1.f, 0.f, -1.f}, p);
+  CHECK(r.prob == doctest::Approx(1.0 / (1.0 + std::exp(-1.0))).epsilon(1e-6));
+  // Temperature divides before the softmax: T = 2 flattens it.
+  p.top_p = 1.f;
+  p.top_k = 0;
+  p.temperature = 2.f;
+  p.seed = 5;
+  r = both({2.f, 0.f}, p);
+  CHECK(r.prob == doctest::Approx((r.token == 0 ? 1.0 : std::exp(-1.0)) / (1.0 + std::exp(-1.0))).epsilon(1e-6));
 }
 
 TEST_CASE("cuda host: the pick algorithm matches the reference fixture rows") {

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <limits>
 
 #include "cpu_backend.h"
 #include "engine.h"
@@ -37,22 +38,26 @@ TEST_CASE("cuda: pick matches the CPU on random rows, every option") {
     for (int variant = 0; variant < 3; variant++) {  // 0 plain, 1 coarse values (ties), 2 CFG
       CAPTURE(vocab);
       CAPTURE(variant);
-      // One row per option combination, all in one pick call.
+      // One row per option combination, LLaDA's mode and Dream's (filtered_confidence), all in
+      // one pick call.
       std::vector<PickParams> params;
-      for (float t : {0.f, 0.7f, 2.f})
-        for (int k : {0, 1, 5, 50})
-          for (float p : {1.f, 0.9f, 0.3f}) {
-            PickParams pp;
-            pp.seed = gen();
-            pp.step = gen() % 64;
-            pp.position = static_cast<uint32_t>(gen() % 1024);
-            pp.temperature = t;
-            pp.top_k = k;
-            pp.top_p = p;
-            pp.cfg_scale = variant == 2 ? 1.5f : 0.f;
-            pp.uncond_row = static_cast<int32_t>(params.size() % 3);
-            params.push_back(pp);
-          }
+      for (bool filtered : {false, true})
+        for (float t : {0.f, 0.7f, 2.f})
+          for (int k : {0, 1, 5, 50})
+            for (float p : {1.f, 0.9f, 0.3f, 0.5f}) {
+              if (!filtered && p == 0.5f) continue;  // the LLaDA rows as before
+              PickParams pp;
+              pp.filtered_confidence = filtered;
+              pp.seed = gen();
+              pp.step = gen() % 64;
+              pp.position = static_cast<uint32_t>(gen() % 1024);
+              pp.temperature = t;
+              pp.top_k = k;
+              pp.top_p = p;
+              pp.cfg_scale = variant == 2 ? 1.5f : 0.f;
+              pp.uncond_row = static_cast<int32_t>(params.size() % 3);
+              params.push_back(pp);
+            }
       const int64_t rows = static_cast<int64_t>(params.size());
       std::vector<float> logits = random_values(gen, static_cast<size_t>(rows * vocab), 3.f);
       if (variant == 1)
@@ -65,11 +70,46 @@ TEST_CASE("cuda: pick matches the CPU on random rows, every option") {
       b.gpu->pick(l.gpu, variant == 2 ? &u.gpu : nullptr, params.data(), banned, got.data());
       for (int64_t r = 0; r < rows; r++) {
         CAPTURE(r);
+        CAPTURE(params[r].filtered_confidence);
         CAPTURE(params[r].temperature);
         CAPTURE(params[r].top_k);
         CAPTURE(params[r].top_p);
         check_pick(got[r], want[r]);
       }
+    }
+  }
+}
+
+TEST_CASE("cuda: filtered-confidence pick matches the CPU on exact top-p boundaries") {
+  UNMASK_REQUIRE_CUDA();
+  Backends b;
+  // Ties of mass exactly 0.25 and distinct keys (a denormal above 0) whose mass before the third
+  // entry is exactly top_p = 0.5: Dream keeps it ("<=").
+  const float d = std::numeric_limits<float>::denorm_min();
+  const std::vector<std::vector<float>> rows = {
+      {0.f, 0.f, 0.f, 0.f}, {d, 0.f, 0.f, d}, {2.f, 1.f, 0.f, -1.f}, {0.f, 0.f, 0.f, 0.f}};
+  for (float t : {0.f, 1.f}) {
+    CAPTURE(t);
+    std::vector<float> logits;
+    std::vector<PickParams> params;
+    for (size_t i = 0; i < rows.size(); i++) {
+      logits.insert(logits.end(), rows[i].begin(), rows[i].end());
+      PickParams pp;
+      pp.filtered_confidence = true;
+      pp.temperature = t;
+      pp.seed = 17 + i;
+      pp.top_p = 0.5f;
+      pp.top_k = i == 3 ? 2 : 0;
+      params.push_back(pp);
+    }
+    const int64_t n = static_cast<int64_t>(rows.size());
+    Twin l = make_twin(b, n, 4, logits);
+    std::vector<PickResult> want(rows.size()), got(rows.size());
+    b.cpu->pick(l.cpu, nullptr, params.data(), {}, want.data());
+    b.gpu->pick(l.gpu, nullptr, params.data(), {}, got.data());
+    for (int64_t r = 0; r < n; r++) {
+      CAPTURE(r);
+      check_pick(got[r], want[r]);
     }
   }
 }
