@@ -5,7 +5,7 @@ Interpreter: /usr/bin/python3 (Debian) with the PyPI package `tokenizers` (Huggi
     /usr/bin/python3 -m pip install --break-system-packages tokenizers
 and the Debian package bible-kjv for the corpus. Developed with tokenizers 0.23.3.
 
-Each fixture is a small BPE (vocab 600-900, files < 40 KB) trained with the `tokenizers` library on
+Each fixture is a small BPE (vocab 400-520, files < 25 KB) trained with the `tokenizers` library on
 the King James Bible (`bible -f Gen1:1-Rev22:21`, verse references stripped as
 scripts/train_default.py does) plus a few fixed non-English lines, so that byte-level merges also
 join multi-byte characters (the sentencepiece-style ones train on the KJV alone, so every
@@ -134,14 +134,14 @@ def byte_level_base(regex, normalizer=None):
 
 def make_gpt2(lines):
     tok = byte_level_base(None)
-    train(tok, lines, 800, ["<|endoftext|>"], pre_tokenizers.ByteLevel.alphabet())
+    train(tok, lines, 500, ["<|endoftext|>"], pre_tokenizers.ByteLevel.alphabet())
     tok.post_processor = processors.ByteLevel(trim_offsets=True)
     return tok
 
 
 def make_llama3(lines):
     tok = byte_level_base(LLAMA3_REGEX)
-    train(tok, lines, 900, [], pre_tokenizers.ByteLevel.alphabet())
+    train(tok, lines, 520, [], pre_tokenizers.ByteLevel.alphabet())
     # A whole-word piece with no merges leading to it: only ignore_merges emits it as one id.
     j = json.loads(tok.to_str())
     j["model"]["ignore_merges"] = True
@@ -160,7 +160,7 @@ def make_llama3(lines):
 
 def make_qwen2(lines, out_dir):
     tok = byte_level_base(QWEN2_REGEX, normalizers.NFC())
-    train(tok, lines, 700, [], pre_tokenizers.ByteLevel.alphabet())
+    train(tok, lines, 480, [], pre_tokenizers.ByteLevel.alphabet())
     tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in QWEN2_SPECIALS])
     tok.model.save(out_dir)  # vocab.json + merges.txt ("#version" header)
     added = {}
@@ -194,7 +194,7 @@ def sentencepiece_style_vocab(lines, byte_fallback):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
     # note: KJV lines only (ASCII), so every other character takes the byte / unk path.
-    train(tok, lines[:31102], 600, ["<unk>", "<s>", "</s>"])
+    train(tok, lines[:31102], 400, ["<unk>", "<s>", "</s>"])
     j = json.loads(tok.to_str())["model"]
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     if byte_fallback:

@@ -127,7 +127,7 @@ def build_tokenizers(texts):
     """-> {model: (Tok, {file name: bytes})}"""
     out = {}
     # Dream: Qwen2 pipeline, shipped as vocab.json + merges.txt + tokenizer_config.json.
-    t, vocab, merges = byte_bpe(QWEN2_RE, True, 500, DREAM_SPECIALS, texts, False)
+    t, vocab, merges = byte_bpe(QWEN2_RE, True, 400, DREAM_SPECIALS, texts, False)
     files = {
         "vocab.json": json.dumps(dict(sorted(vocab.items(), key=lambda kv: kv[1])),
                                  ensure_ascii=False, separators=(",", ":")).encode(),
@@ -202,13 +202,13 @@ LLADA_NAMES = dict(emb="model.transformer.wte.weight", blk="model.transformer.bl
 SPECS = {
     # emb_std / head_std give peaky outputs (typical max prob 0.2-0.7); stop_boost scales the
     # head rows of the stop ids; padding head rows (ids >= tokenizer size) are scaled x0.1.
-    "tiny-dream": dict(names=QWEN2_NAMES, dtype="BF16", d=56, H=7, KV=1, L=2, mlp=96, eps=1e-6,
+    "tiny-dream": dict(names=QWEN2_NAMES, dtype="BF16", d=56, H=7, KV=1, L=2, mlp=48, eps=1e-6,
                        theta=1000000.0, bias=True, shifted=True, emb_std=1.0, head_std=0.5,
-                       stop_boost=1.5, seed=3003),
-    "tiny-llama": dict(names=QWEN2_NAMES, dtype="BF16", d=32, H=4, KV=2, L=2, mlp=64, eps=1e-5,
+                       stop_boost=1.5, seed=3008),
+    "tiny-llama": dict(names=QWEN2_NAMES, dtype="BF16", d=24, H=4, KV=2, L=2, mlp=48, eps=1e-5,
                        theta=10000.0, bias=False, shifted=True, emb_std=1.0, head_std=0.5,
                        stop_boost=1.5, seed=4004),
-    "tiny-llada-bpe": dict(names=LLADA_NAMES, dtype="BF16", d=48, H=4, KV=4, L=2, mlp=80,
+    "tiny-llada-bpe": dict(names=LLADA_NAMES, dtype="BF16", d=48, H=4, KV=4, L=2, mlp=48,
                            eps=1e-5, theta=500000.0, bias=False, shifted=False, emb_std=1.0,
                            head_std=0.5, stop_boost=1.5, seed=5005),
 }

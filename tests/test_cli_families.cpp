@@ -33,9 +33,9 @@ TEST_CASE("info prints the family, sizes, tokenizer, special ids and chat templa
   CHECK(dream["shifted_logits"] == true);
   CHECK(dream["default_alg"] == "entropy");
   CHECK(dream["tokenizer"] == "bpe (vocab.json + merges.txt)");
-  CHECK(dream["mask_token_id"] == 503);
+  CHECK(dream["mask_token_id"] == 403);
   CHECK(dream["mask_token"] == "<|mask|>");
-  CHECK(dream["stop_token_ids"] == nlohmann::json({500, 502}));
+  CHECK(dream["stop_token_ids"] == nlohmann::json({400, 402}));
   CHECK(dream["stop_tokens"] == nlohmann::json({"<|endoftext|>", "<|im_end|>"}));
   CHECK(dream["chat_template"] == "chatml");
   CHECK(dream["chat_default_system"] == "You are a helpful assistant.");
