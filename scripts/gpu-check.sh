@@ -110,6 +110,10 @@ if "$UNMASK" bench --help > /dev/null 2>&1; then
      timeout 60 "$UNMASK" bench --backend cuda --gen-length 64 --batch-size 1,8 --repeat 2 \
        >> "$LOGS/bench.txt" 2>> "$LOGS/bench.err"; then  # the bundled model
     BENCH_OK=1
+    # Dream's loop on Dream-7B's shape (GQA 28/4, q/k/v biases, shifted logits), canvas 256.
+    timeout 60 "$UNMASK" bench --backend cuda --synthetic dream-7b --prompt-length 16 \
+      --gen-length 240 --steps 16 --warmup 1 --repeat 2 >> "$LOGS/bench.txt" 2>> "$LOGS/bench.err" ||
+      echo "dream-7b bench failed (see $LOGS/bench.err)" >> "$LOGS/bench.txt"
   else
     tail -5 "$LOGS/bench.err"
   fi

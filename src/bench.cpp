@@ -116,6 +116,7 @@ std::vector<BenchCase> make_cases(const BenchOptions& o, const ModelConfig& conf
           g.block_length = bl;
           g.cfg_scale = o.cfg_scale;
           g.threshold = o.threshold;
+          g.alg = o.alg;
           // Synthetic weights may commit EOS anywhere: run every step so all shapes are timed.
           g.eos_stop = !synthetic;
           BenchCase c;
@@ -217,7 +218,9 @@ BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o
   const GenerationSettings& s = c.settings;
   const int32_t canvas = o.prompt_length + s.gen_length;
   const int32_t seqs = c.batch_size * (s.cfg_scale > 0.f ? 2 : 1);
-  subject.model().reserve(seqs * canvas, seqs * s.block_length, seqs);
+  // Dream's loop reads every masked position of the answer, the block loop those of one block.
+  const int32_t wanted = s.alg == Algorithm::Llada ? s.block_length : s.gen_length;
+  subject.model().reserve(seqs * canvas, seqs * wanted, seqs);
   for (int i = 0; i < o.warmup; i++) run_once(subject, c, o.prompt_length);
 
   BenchResult r;
@@ -259,6 +262,7 @@ ojson result_json(const BenchResult& r, int prompt_length) {
   j["batch_size"] = r.bench_case.batch_size;
   j["steps"] = s.steps;
   j["block_length"] = s.block_length;
+  j["alg"] = algorithm_name(s.alg);
   j["prompt_length"] = prompt_length;
   j["cfg_scale"] = s.cfg_scale;
   j["threshold"] = s.threshold ? ojson(*s.threshold) : ojson(nullptr);
@@ -365,8 +369,8 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       "bench", "Time generation over a matrix of settings (warm-up, then repeated runs)");
   add_common_options(*cmd, o.common, {"text", "json", "csv"});
   cmd->add_option("--synthetic", o.synthetic,
-                  "Random weights of a real shape instead of a model: llada-8b, default, or a "
-                  "config.json path");
+                  "Random weights of a real shape instead of a model: llada-8b, dream-7b, default, "
+                  "or a config.json path");
   cmd->add_option("--gen-length", o.gen_lengths, "Answer lengths, comma-separated (default: the model's)")
       ->delimiter(',');
   cmd->add_option("--batch-size", o.batch_sizes, "Requests per batch, comma-separated")
@@ -377,6 +381,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   cmd->add_option("--block-length", o.block_lengths,
                   "Block lengths, comma-separated (default: the model's, else 32)")
       ->delimiter(',');
+  cmd->add_option("--alg", o.alg,
+                  "Unmasking loop: llada or Dream's origin, maskgit_plus, topk_margin, entropy "
+                  "(default: the model family's)");
   cmd->add_option("--prompt-length", o.prompt_length, "Prompt tokens per request (random ids)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -429,7 +436,11 @@ int run_bench(const BenchOptions& o) {
     if (!o.common.quiet)
       std::cerr << "bench [" << i + 1 << "/" << cases.size() << "] gen-length "
                 << c.settings.gen_length << ", batch-size " << c.batch_size << ", steps "
-                << c.settings.steps << ", block-length " << c.settings.block_length << "\n";
+                << c.settings.steps << ", "
+                << (c.settings.alg == Algorithm::Llada
+                        ? "block-length " + std::to_string(c.settings.block_length)
+                        : std::string("alg ") + algorithm_name(c.settings.alg))
+                << "\n";
     report["results"].push_back(result_json(run_case(subject, c, o), o.prompt_length));
   }
 

@@ -24,6 +24,7 @@ struct BenchOptions {
   std::optional<float> threshold;
   std::optional<float> factor;
   std::vector<std::string> caches;  // --cache modes to compare (default: none)
+  std::string alg;                  // empty: the family's default loop
   bool baseline = false;
 };
 

@@ -25,6 +25,15 @@ const char* kLlada8b = R"({
   "weight_tying": false, "include_bias": false, "include_qkv_bias": false,
   "torch_dtype": "bfloat16"})";
 
+// Dream-org/Dream-v0-Instruct-7B's config.json (Qwen2 keys), the keys the loader reads.
+const char* kDream7b = R"({
+  "architectures": ["DreamModel"], "model_type": "Dream", "hidden_size": 3584,
+  "intermediate_size": 18944, "num_attention_heads": 28, "num_key_value_heads": 4,
+  "num_hidden_layers": 28, "vocab_size": 152064, "max_position_embeddings": 131072,
+  "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "tie_word_embeddings": false,
+  "hidden_act": "silu", "use_sliding_window": false, "mask_token_id": 151666,
+  "eos_token_id": 151643, "torch_dtype": "bfloat16"})";
+
 // tests/fixtures/tiny-f32-gqa's shape: the fallback when no bundled model is around.
 const char* kTiny = R"({
   "model_type": "llada", "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2,
@@ -61,6 +70,7 @@ SyntheticSpec from_file(const std::string& path, const std::string& name) {
 
 SyntheticSpec synthetic_spec(const std::string& spec) {
   if (spec == "llada-8b") return from_json(json::parse(kLlada8b), spec, "synthetic:llada-8b");
+  if (spec == "dream-7b") return from_json(json::parse(kDream7b), spec, "synthetic:dream-7b");
   if (spec == "default") {
     std::string dir;
     try {
@@ -72,7 +82,7 @@ SyntheticSpec synthetic_spec(const std::string& spec) {
   }
   std::error_code ec;
   if (!fs::is_regular_file(spec, ec))
-    fail_usage("--synthetic: '" + spec + "' is neither llada-8b, default nor a config.json file");
+    fail_usage("--synthetic: '" + spec + "' is neither llada-8b, dream-7b, default nor a config.json file");
   return from_file(spec, spec);
 }
 

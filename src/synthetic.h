@@ -14,12 +14,12 @@ namespace unmask {
 
 // The shape of a synthetic model and the dtype its weights are stored in.
 struct SyntheticSpec {
-  std::string name;  // "llada-8b", "default", or the config.json path
+  std::string name;  // "llada-8b", "dream-7b", "default", or the config.json path
   ModelConfig config;
   DType dtype = DType::F32;
 };
 
-// `spec`: "llada-8b" (LLaDA-8B's shape, bf16), "default" (the bundled model's config.json when
+// `spec`: "llada-8b" (LLaDA-8B's shape, bf16), "dream-7b" (Dream-v0-7B's, bf16), "default" (the bundled model's config.json when
 // found, else the tiny test model's shape) or a path to a config.json (dtype from "torch_dtype").
 SyntheticSpec synthetic_spec(const std::string& spec);
 

@@ -136,6 +136,19 @@ TEST_CASE("synthetic models: deterministic weights, finite logits, shapes as nam
   CHECK(!big.config.weight_tying);
   CHECK(big.dtype == DType::BF16);
 
+  const SyntheticSpec dream = synthetic_spec("dream-7b");
+  CHECK(dream.config.family == "dream");
+  CHECK(dream.config.d_model == 3584);
+  CHECK(dream.config.n_heads == 28);
+  CHECK(dream.config.n_kv_heads == 4);
+  CHECK(dream.config.head_dim == 128);
+  CHECK(dream.config.mlp_hidden == 18944);
+  CHECK(dream.config.embedding_size == 152064);
+  CHECK(dream.config.include_qkv_bias);
+  CHECK(dream.config.shifted_logits);
+  CHECK(dream.config.mask_token_id == 151666);
+  CHECK(dream.dtype == DType::BF16);
+
   const std::string dir = std::filesystem::temp_directory_path() / ("unmask_synth_" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   const SyntheticSpec spec = synthetic_spec(tiny_config(dir));
