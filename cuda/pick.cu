@@ -162,6 +162,23 @@ __device__ uint32_t select_tie(int vocab, const Val& row, uint32_t tie_key, cons
 
 // Top-p descent over the candidates inside `top_k` (Boundary{}: all); returns the state after the
 // last level.
+// The top-k boundary: the k-th entry in "value desc, index asc", ties split by index.
+template <class Val>
+__device__ Boundary top_k_boundary(int vocab, const Val& row, int k, Shared& sh, bool& ok) {
+  Boundary b;
+  RankSelect rs;
+  ok = rank_select(
+      vocab, static_cast<uint32_t>(k - 1),
+      [&](int v, uint32_t& key) {
+        key = order_key(row(v));
+        return true;
+      },
+      sh, rs);
+  b.key = rs.prefix;
+  if (ok && rs.rank + 1 < rs.count) b.index = select_tie(vocab, row, rs.prefix, Boundary{}, rs.rank, sh, ok);
+  return b;
+}
+
 template <class Val>
 __device__ MassSelect mass_select(int vocab, const Val& row, const Boundary& top_k, float mx,
                                   double kept_sum, uint64_t target, Shared& sh) {
@@ -219,18 +236,7 @@ __device__ __noinline__ void pick_filtered_confidence(const Row& row, int vocab,
 
   bool ok = true;
   Boundary top_k, top_p;
-  if (use_top_k) {
-    RankSelect rs;
-    ok = rank_select(
-        vocab, static_cast<uint32_t>(p.top_k - 1),
-        [&](int v, uint32_t& key) {
-          key = order_key(lt(v));
-          return true;
-        },
-        sh, rs);
-    top_k.key = rs.prefix;
-    if (ok && rs.rank + 1 < rs.count) top_k.index = select_tie(vocab, lt, rs.prefix, Boundary{}, rs.rank, sh, ok);
-  }
+  if (use_top_k) top_k = top_k_boundary(vocab, lt, p.top_k, sh, ok);
   if (ok && use_top_p) {
     // Pass 2: the full normaliser; top-p descends over every entry, "mass before <= top_p".
     double s = 0;
@@ -353,18 +359,7 @@ pick_kernel(const float* logits, int64_t ld, const float* uncond, int64_t uncond
   bool ok = true;
   if (filtered) {
     Boundary top_k, top_p;
-    if (use_top_k) {
-      RankSelect rs;
-      ok = rank_select(
-          vocab, static_cast<uint32_t>(p.top_k - 1),
-          [&](int v, uint32_t& key) {
-            key = order_key(row(v));
-            return true;
-          },
-          sh, rs);
-      top_k.key = rs.prefix;
-      if (ok && rs.rank + 1 < rs.count) top_k.index = select_tie(vocab, row, rs.prefix, Boundary{}, rs.rank, sh, ok);
-    }
+    if (use_top_k) top_k = top_k_boundary(vocab, row, p.top_k, sh, ok);
     if (ok && use_top_p) {
       double kept_sum = sums.sum;
       if (use_top_k) {

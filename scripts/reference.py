@@ -582,13 +582,13 @@ def generate_fixtures(models, sp):
             "cases": cases}
 
 
-def write_json(path, obj):
-    """One case per line (diff-friendly); everything else compact."""
+def write_json(path, obj, list_keys=("cases",)):
+    """One entry per line for the lists named in list_keys (diff-friendly); the rest compact."""
     parts = []
     for k, v in obj.items():
-        if k == "cases":
+        if k in list_keys:
             body = ",\n".join("  " + json.dumps(c, separators=(",", ":")) for c in v)
-            parts.append('"cases":[\n' + body + "\n]")
+            parts.append(json.dumps(k) + ":[\n" + body + "\n]")
         else:
             parts.append(json.dumps(k) + ":" + json.dumps(v, separators=(",", ":")))
     with open(path, "w") as f:

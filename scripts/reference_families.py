@@ -183,19 +183,6 @@ def forward_fixtures(nets):
     return cases
 
 
-def write_families(path, obj):
-    """reference.py's write_json layout, for every list of cases: one case per line."""
-    parts = []
-    for k, v in obj.items():
-        if isinstance(v, list):
-            body = ",\n".join("  " + json.dumps(c, separators=(",", ":")) for c in v)
-            parts.append(json.dumps(k) + ":[\n" + body + "\n]")
-        else:
-            parts.append(json.dumps(k) + ":" + json.dumps(v, separators=(",", ":")))
-    with open(path, "w") as f:
-        f.write("{" + ",\n".join(parts) + "}\n")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -227,13 +214,13 @@ def main():
                           "stop_ids": net.stop_ids, "eos_token_id": net.eos_id,
                           "vocab_size": net.V, "tokenizer_size": net.tok.size}
                    for name, net in nets.items()}
-    write_families(os.path.join(args.out, "families.json"), {
+    ref.write_json(os.path.join(args.out, "families.json"), {
         "generator": "scripts/reference_families.py",
         "note": "forward logits: raw head outputs (unshifted) of positions rows[], columns "
                 "[0, vocab_size), 9 significant digits; top_k 0 / top_p 1.0 / alg_temp 0 mean "
                 "off; block_length null for the dream loop; min_gap null: single candidates",
         "models": models_info, "chat": chat, "forward": forward_fixtures(nets),
-        "generate": gen})
+        "generate": gen}, list_keys=("chat", "forward", "generate"))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bpe_added_tokens.h"
 #include "common.h"
 
 namespace unmask::bpe_json {
@@ -121,5 +122,19 @@ class Node {
   const std::string& file_;
   std::string at_;
 };
+
+// One added token's content and flags, as tokenizer.json's added_tokens and tokenizer_config.json's
+// added_tokens_decoder both write them; normalized defaults to "not special", as in Hugging Face.
+inline AddedToken read_added_token(const Node& n, int32_t id) {
+  AddedToken t;
+  t.id = id;
+  t.content = n["content"].string();
+  t.special = n.get_bool("special", false);
+  t.single_word = n.get_bool("single_word", false);
+  t.lstrip = n.get_bool("lstrip", false);
+  t.rstrip = n.get_bool("rstrip", false);
+  t.normalized = n.get_bool("normalized", !t.special);
+  return t;
+}
 
 }  // namespace unmask::bpe_json

@@ -246,15 +246,7 @@ std::vector<AddedToken> added_tokens(const Node& list) {
   std::vector<AddedToken> tokens;
   for (size_t i = 0; i < list.array().size(); i++) {
     const Node n = list.item(i);
-    AddedToken t;
-    t.id = n["id"].id();
-    t.content = n["content"].string();
-    t.special = n.get_bool("special", false);
-    t.single_word = n.get_bool("single_word", false);
-    t.lstrip = n.get_bool("lstrip", false);
-    t.rstrip = n.get_bool("rstrip", false);
-    t.normalized = n.get_bool("normalized", !t.special);
-    tokens.push_back(std::move(t));
+    tokens.push_back(bpe_json::read_added_token(n, n["id"].id()));
   }
   return tokens;
 }

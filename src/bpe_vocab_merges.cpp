@@ -57,15 +57,7 @@ std::vector<AddedToken> read_added_tokens(const std::string& path) {
     if (key.empty() || key.size() > 10 || key.find_first_not_of("0123456789") != std::string::npos ||
         std::stoll(key) > std::numeric_limits<int32_t>::max())
       n.fail_here("is not a token id");
-    AddedToken t;
-    t.id = static_cast<int32_t>(std::stoll(key));
-    t.content = n["content"].string();
-    t.special = n.get_bool("special", false);
-    t.single_word = n.get_bool("single_word", false);
-    t.lstrip = n.get_bool("lstrip", false);
-    t.rstrip = n.get_bool("rstrip", false);
-    t.normalized = n.get_bool("normalized", !t.special);
-    tokens.push_back(std::move(t));
+    tokens.push_back(bpe_json::read_added_token(n, static_cast<int32_t>(std::stoll(key))));
   }
   return tokens;
 }
