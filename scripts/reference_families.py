@@ -53,7 +53,6 @@ except ImportError:
     raise
 
 import argparse
-import json
 import math
 import shutil
 
