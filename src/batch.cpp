@@ -229,19 +229,21 @@ int run_batch(const BatchOptions& o) {
 
   auto session = open_session(resolve_model_dir(o.common.model), o.common.backend, o.common.threads,
                               o.common.mask_id);
-  int max_canvas = 1, max_block = 1;
+  int max_canvas = 1, max_wanted = 1;  // wanted: logits rows a request reads per step
   bool any_cfg = false, any_cache = false;
   for (Work& w : work) {
     prepare(w, o, *session);
     if (!w.line.error.empty()) continue;
     max_canvas = std::max(max_canvas, static_cast<int>(w.prompt_ids.size()) + w.settings.gen_length);
-    max_block = std::max(max_block, w.settings.block_length);
+    // The block loop reads one block's masks; Dream's loop every mask of the answer.
+    max_wanted = std::max(max_wanted, w.settings.alg == Algorithm::Llada ? w.settings.block_length
+                                                                          : w.settings.gen_length);
     any_cfg = any_cfg || w.settings.cfg_scale > 0.f;
     any_cache = any_cache || w.settings.cache != CacheMode::None;
   }
   const int batch = o.batch_size > 0 ? o.batch_size : default_batch_size(session->backend->name(), max_canvas);
   const int seqs = batch * (any_cfg ? 2 : 1);
-  session->model->reserve(seqs * max_canvas, seqs * max_block, seqs);
+  session->model->reserve(seqs * max_canvas, seqs * max_wanted, seqs);
 
   RecordWriter writer(o.output);
   Engine engine(*session->model);

@@ -131,3 +131,32 @@ TEST_CASE("families: the live view shows byte-level BPE tokens as text, not as b
   CHECK(shown == text);
   CHECK(session->tokenizer->piece(ids[1]).find("\xc4\xa0") == 0);  // the raw piece spells the space as U+0120
 }
+
+TEST_CASE("families: KV caches on a shifted-logit model recompute from one position before the block") {
+  auto session = open_fixture("tiny-dream");
+  const std::vector<int32_t> prompt = session->tokenizer->encode("In the beginning");
+  GenerationSettings s;
+  s.alg = Algorithm::Llada;
+  s.gen_length = 16;
+  s.block_length = 8;
+  s.steps = 16;
+  s.eos_stop = false;
+  for (CacheMode mode : {CacheMode::Prefix, CacheMode::Dual}) {
+    CAPTURE(cache_mode_name(mode));
+    s.cache = mode;
+    Sampler sampler(prompt, s, session->config);
+    Engine engine(*session->model);
+    // After the refresh step the recomputed range starts at the position whose hidden state
+    // predicts the block's first token.
+    engine.step({&sampler});
+    const auto [first, last] = sampler.active_range();
+    CHECK(first == static_cast<int32_t>(prompt.size()) - 1);
+    CHECK(last == (mode == CacheMode::Dual ? static_cast<int32_t>(prompt.size()) + 8
+                                           : static_cast<int32_t>(sampler.canvas().size())));
+    engine.run({&sampler});
+    const auto answer = sampler.answer();
+    CHECK(std::count(answer.begin(), answer.end(), session->config.mask_token_id) == 0);
+    CHECK(sampler.cache_refreshes() == 2);
+    CHECK(sampler.cached_steps() == 14);
+  }
+}
