@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 
 #include "common.cuh"
+#include "step_graph.h"
 
 #define UNMASK_STRINGIFY(...) #__VA_ARGS__
 #define UNMASK_XSTRINGIFY(...) UNMASK_STRINGIFY(__VA_ARGS__)
@@ -23,12 +25,22 @@ namespace {
 
 std::string mib(size_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
 
+// Recordings kept at once: a batch job meets a handful of shapes (requests joining and leaving).
+constexpr size_t kStepGraphs = 16;
+
+// UNMASK_CUDA_GRAPHS=0 runs every step eagerly (for debugging and for measuring the graphs' gain).
+size_t step_graph_capacity() {
+  const char* env = std::getenv("UNMASK_CUDA_GRAPHS");
+  return env && std::string(env) == "0" ? 0 : kStepGraphs;
+}
+
 // note: one stream, so every op is ordered after the last; a step's only host sync is pick's
-// results copy. CUDA graphs (capture a step, replay it while shapes repeat) would remove the
-// launch overhead of small models; not done yet.
+// results copy. The layers of a step are captured as a CUDA graph once their shapes repeat and
+// replayed from then on (Model::forward keys them; cuda/step_graph.h decides).
 class CudaBackend final : public Backend {
  public:
-  CudaBackend() {
+  CudaBackend()
+      : graphs_(step_graph_capacity(), [](cudaGraphExec_t& g) { cudaGraphExecDestroy(g); }) {
     try {
       init();
     } catch (...) {
@@ -42,6 +54,7 @@ class CudaBackend final : public Backend {
   std::string device() const override { return device_; }
 
   void* alloc(size_t bytes) override {
+    UNMASK_CHECK(!capturing_, "cuda: allocation while recording a step");
     void* ptr = nullptr;
     const size_t rounded = cuda_plan::round_up(std::max<size_t>(bytes, 1), 256);
     const cudaError_t err = cudaMalloc(&ptr, rounded);
@@ -62,6 +75,8 @@ class CudaBackend final : public Backend {
   void free(void* ptr) override {
     auto it = allocations_.find(ptr);
     if (it == allocations_.end()) return;
+    // A recording may point into this memory: drop them all (buffers move rarely).
+    graphs_.clear();
     // note: unchecked, as Model's destructor frees through here; a broken context reports at
     // the next checked call instead of terminating the program from a destructor.
     cudaStreamSynchronize(ctx_.stream);  // kernels in flight may still use it
@@ -81,6 +96,7 @@ class CudaBackend final : public Backend {
 
   void upload(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return;
+    UNMASK_CHECK(!capturing_, "cuda: upload while recording a step");
     const cuda_plan::StagingStep step = cuda_plan::staging_step(staging_used_, staging_bytes_, bytes);
     if (step.direct) {
       CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx_.stream));
@@ -128,6 +144,54 @@ class CudaBackend final : public Backend {
   }
 
   void synchronize() override { sync_and_check(); }
+
+  bool replay_step(uint64_t key) override {
+    pending_ = graphs_.next(key);
+    if (pending_ != cuda_plan::StepAction::Replay) return false;
+    CUDA_CHECK(cudaGraphLaunch(graphs_.recording(key), ctx_.stream));
+    replays_++;
+    return true;
+  }
+
+  bool begin_step(uint64_t /*key*/) override {
+    if (pending_ != cuda_plan::StepAction::Capture) return false;
+    // Thread-local mode: only this thread's calls are checked for capture safety.
+    if (cudaStreamBeginCapture(ctx_.stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    capturing_ = true;
+    return true;
+  }
+
+  bool end_step(uint64_t key) override {
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    const bool recorded = cudaStreamEndCapture(ctx_.stream, &graph) == cudaSuccess && graph &&
+                          cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    if (graph) cudaGraphDestroy(graph);
+    if (!recorded) {
+      // This shape runs eagerly from now on; the caller runs the ops that were not executed.
+      cudaGetLastError();
+      graphs_.failed(key);
+      return false;
+    }
+    graphs_.store(key, exec);
+    CUDA_CHECK(cudaGraphLaunch(exec, ctx_.stream));
+    return true;
+  }
+
+  void abort_step() override {
+    if (!capturing_) return;
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(ctx_.stream, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+  }
+
+  int64_t replayed_steps() const override { return replays_; }
 
   void embed(const int32_t* ids, const Tensor& table, Tensor& out) override {
     cuda::embed(ctx_, ids, table, out);
@@ -229,7 +293,9 @@ class CudaBackend final : public Backend {
 
   // Never throws: runs from the destructor and from a failed constructor.
   void release() {
+    abort_step();
     if (ctx_.stream) cudaStreamSynchronize(ctx_.stream);
+    graphs_.clear();
     if (ctx_.cublas) cublasDestroy(ctx_.cublas);
     ctx_.cublas = nullptr;
     for (auto& [ptr, bytes] : allocations_) cudaFree(ptr);
@@ -256,6 +322,8 @@ class CudaBackend final : public Backend {
   void ensure(void*& ptr, size_t& capacity, size_t needed) {
     const size_t grown = cuda_plan::grow_bytes(capacity, needed);
     if (grown == 0) return;
+    // A step is recorded only on its second sighting, after the first one grew what it needs.
+    UNMASK_CHECK(!capturing_, "cuda: scratch growth while recording a step");
     if (ptr) free(ptr);
     ptr = nullptr;
     capacity = 0;
@@ -317,6 +385,11 @@ class CudaBackend final : public Backend {
   char* weight_buffers_[2] = {nullptr, nullptr};  // [kWeightChunkBytes] each
   cudaEvent_t weight_events_[2] = {nullptr, nullptr};
   uint64_t weight_chunks_ = 0;
+  // Step graphs:
+  cuda_plan::StepGraphCache<cudaGraphExec_t> graphs_;
+  cuda_plan::StepAction pending_ = cuda_plan::StepAction::Eager;  // of the step being run
+  bool capturing_ = false;
+  int64_t replays_ = 0;
 };
 
 }  // namespace

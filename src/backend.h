@@ -73,6 +73,19 @@ class Backend {
                                float scale) = 0;
   virtual void synchronize() {}
 
+  // --- step recording. The ops between begin_step(key) and end_step(key) may be recorded and
+  // later replayed as one launch (CUDA graphs); `key` must change whenever any op argument
+  // would (shapes, buffers). replay_step(key): true when a recording was launched instead, and
+  // the ops must not run. begin_step: true when recording, in which case nothing runs until
+  // end_step, which launches the recording and returns true, or returns false when recording
+  // failed, and the caller runs the ops again. abort_step ends a recording cut short by an
+  // error. The CPU backend records nothing.
+  virtual bool replay_step(uint64_t /*key*/) { return false; }
+  virtual bool begin_step(uint64_t /*key*/) { return false; }
+  virtual bool end_step(uint64_t /*key*/) { return true; }
+  virtual void abort_step() {}
+  virtual int64_t replayed_steps() const { return 0; }  // replays so far, for stats and tests
+
   // --- ops. Activations are F32 [rows, cols]; weights any DType.
   // out[i] = table[ids[i]]; ids: [n] with n = out.rows.
   virtual void embed(const int32_t* ids, const Tensor& table, Tensor& out) = 0;

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "common.h"
+#include "rng.h"
 
 namespace unmask {
 
@@ -132,6 +133,7 @@ void Model::reserve(int32_t max_tokens, int32_t max_out_rows, int32_t max_seqs) 
   d_kv_begin_ = static_cast<int32_t*>(backend_.alloc(max_seqs * sizeof(int32_t)));
   d_kv_end_ = static_cast<int32_t*>(backend_.alloc(max_seqs * sizeof(int32_t)));
   cap_tokens_ = max_tokens;
+  buffers_generation_++;
   cap_out_ = max_out_rows;
   cap_seqs_ = max_seqs;
 }
@@ -153,6 +155,7 @@ void Model::reserve_cache(int32_t rows) {
     }
   }
   cache_rows_cap_ = rows;
+  buffers_generation_++;
 }
 
 Tensor Model::forward(const ForwardBatch& batch) {
@@ -193,39 +196,59 @@ Tensor Model::forward(const ForwardBatch& batch) {
   const float eps = static_cast<float>(c.rms_eps), theta = static_cast<float>(c.rope_theta);
   const int head_dim = static_cast<int>(c.head_dim);
 
-  backend_.embed(d_tokens_, weights_.embedding, x);
-  for (size_t layer = 0; layer < weights_.layers.size(); layer++) {
-    const LayerWeights& l = weights_.layers[layer];
-    // h = x + Wo · Attn(rope(Wq n), rope(Wk n), Wv n), n = RMSNorm(x)
-    backend_.rmsnorm(x, l.attn_norm, eps, normed);
-    backend_.matmul(normed, l.wq, &l.bq, q);
-    backend_.matmul(normed, l.wk, &l.bk, k);
-    backend_.matmul(normed, l.wv, &l.bv, v);
-    backend_.rope(q, d_positions_, head_dim, theta);
-    backend_.rope(k, d_positions_, head_dim, theta);
-    Tensor keys = k, values = v;
-    if (batch.use_cache) {
-      // Fresh rows overwrite their cache rows; attention then reads each request's whole slot,
-      // stale rows included (the prefix/dual-cache approximation).
-      backend_.scatter_rows(k, d_cache_rows_, cache_k_[layer]);
-      backend_.scatter_rows(v, d_cache_rows_, cache_v_[layer]);
-      keys = cache_k_[layer];
-      values = cache_v_[layer];
+  // The embedding and the layers form one step the backend may record and replay (CUDA graphs):
+  // their launches depend only on these numbers, as the buffers stay put between reallocations
+  // (counted by buffers_generation_) and the index arrays' contents were uploaded above.
+  uint64_t key = buffers_generation_;
+  for (int64_t part : {int64_t{n}, int64_t{layout.n_seqs}, int64_t{layout.max_q_len},
+                       int64_t{layout.max_kv_len}, int64_t{batch.use_cache}})
+    key = splitmix64(key ^ static_cast<uint64_t>(part));
+  auto layers = [&] {
+    backend_.embed(d_tokens_, weights_.embedding, x);
+    for (size_t layer = 0; layer < weights_.layers.size(); layer++) {
+      const LayerWeights& l = weights_.layers[layer];
+      // h = x + Wo · Attn(rope(Wq n), rope(Wk n), Wv n), n = RMSNorm(x)
+      backend_.rmsnorm(x, l.attn_norm, eps, normed);
+      backend_.matmul(normed, l.wq, &l.bq, q);
+      backend_.matmul(normed, l.wk, &l.bk, k);
+      backend_.matmul(normed, l.wv, &l.bv, v);
+      backend_.rope(q, d_positions_, head_dim, theta);
+      backend_.rope(k, d_positions_, head_dim, theta);
+      Tensor keys = k, values = v;
+      if (batch.use_cache) {
+        // Fresh rows overwrite their cache rows; attention then reads each request's whole slot,
+        // stale rows included (the prefix/dual-cache approximation).
+        backend_.scatter_rows(k, d_cache_rows_, cache_k_[layer]);
+        backend_.scatter_rows(v, d_cache_rows_, cache_v_[layer]);
+        keys = cache_k_[layer];
+        values = cache_v_[layer];
+      }
+      backend_.attention(q, keys, values, layout, static_cast<int>(c.n_heads),
+                         static_cast<int>(c.n_kv_heads), head_dim, attn);
+      backend_.matmul(attn, l.wo, nullptr, proj);
+      backend_.add(x, proj);
+      // y = h + W_down (silu(W_gate m) * W_up m), m = RMSNorm(h)
+      backend_.rmsnorm(x, l.ffn_norm, eps, normed);
+      backend_.matmul(normed, l.w_gate, nullptr, gate);
+      backend_.matmul(normed, l.w_up, nullptr, up);
+      backend_.swiglu(gate, up, gate);
+      backend_.matmul(gate, l.w_down, nullptr, proj);
+      backend_.add(x, proj);
     }
-    backend_.attention(q, keys, values, layout, static_cast<int>(c.n_heads),
-                       static_cast<int>(c.n_kv_heads), head_dim, attn);
-    backend_.matmul(attn, l.wo, nullptr, proj);
-    backend_.add(x, proj);
-    // y = h + W_down (silu(W_gate m) * W_up m), m = RMSNorm(h)
-    backend_.rmsnorm(x, l.ffn_norm, eps, normed);
-    backend_.matmul(normed, l.w_gate, nullptr, gate);
-    backend_.matmul(normed, l.w_up, nullptr, up);
-    backend_.swiglu(gate, up, gate);
-    backend_.matmul(gate, l.w_down, nullptr, proj);
-    backend_.add(x, proj);
+  };
+  if (!backend_.replay_step(key)) {
+    const bool recording = backend_.begin_step(key);
+    try {
+      layers();
+    } catch (...) {
+      if (recording) backend_.abort_step();
+      throw;
+    }
+    if (recording && !backend_.end_step(key)) layers();  // not recorded, so nothing ran yet
   }
 
-  // The output head only for the rows the sampler asked for.
+  // The output head only for the rows the sampler asked for (outside the recorded step: the
+  // number of rows changes at every step).
   Tensor logits = logits_.row_slice(0, n_out);
   if (n_out == 0) return logits;
   Tensor picked = picked_.row_slice(0, n_out);

@@ -71,6 +71,7 @@ class Model {
   size_t weight_bytes_ = 0;
 
   int32_t cap_tokens_ = 0, cap_out_ = 0, cap_seqs_ = 0;
+  uint64_t buffers_generation_ = 0;  // bumped whenever a buffer moves: part of the step key
   // Activations, F32:
   Tensor x_;        // [tokens, d_model] residual stream
   Tensor normed_;   // [tokens, d_model]

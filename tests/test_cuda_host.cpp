@@ -1,4 +1,5 @@
-// CPU-side parts of the CUDA backend: noise values, sizing rules, the pick algorithm's host model, auto fallback.
+// CPU-side parts of the CUDA backend: noise values, sizing rules, the pick algorithm's host model,
+// the step-graph policy and keys, auto fallback.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -9,12 +10,15 @@
 
 #include "../cuda/pick_select.h"
 #include "../cuda/plan.h"
+#include "../cuda/step_graph.h"
 #include "backend.h"
 #include "common.h"
 #include "cpu_backend.h"
+#include "engine.h"
 #include "fixture_cases.h"
 #include "fixtures.h"
 #include "rng.h"
+#include "synthetic.h"
 
 #if defined(UNMASK_WITH_CUDA)
 #include "cuda_backend.h"
@@ -351,4 +355,102 @@ TEST_CASE("cuda host: --backend auto falls back to the CPU without a usable devi
 #else
   CHECK(backend->name() == "cpu");
 #endif
+}
+
+TEST_CASE("cuda host: step graphs are recorded on a key's second sighting and replayed after") {
+  using unmask::cuda_plan::StepAction;
+  std::vector<int> destroyed;
+  unmask::cuda_plan::StepGraphCache<int> cache(2, [&](int& r) { destroyed.push_back(r); });
+  CHECK(cache.next(7) == StepAction::Eager);    // first sighting: scratch may still grow
+  CHECK(cache.next(7) == StepAction::Capture);  // second: record it
+  cache.store(7, 70);
+  CHECK(cache.next(7) == StepAction::Replay);
+  CHECK(cache.recording(7) == 70);
+
+  // Capacity 2: a third recording evicts the least recently used one.
+  for (uint64_t key : {8, 8}) (void)cache.next(key);
+  cache.store(8, 80);
+  CHECK(cache.next(7) == StepAction::Replay);  // 7 is now the most recent
+  for (uint64_t key : {9, 9}) (void)cache.next(key);
+  cache.store(9, 90);
+  CHECK(destroyed == std::vector<int>{80});
+  CHECK(cache.size() == 2);
+  CHECK(cache.next(8) == StepAction::Capture);  // seen before, recording gone: record again
+
+  // A failed recording is never tried again for that key.
+  CHECK(cache.next(10) == StepAction::Eager);
+  CHECK(cache.next(10) == StepAction::Capture);
+  cache.failed(10);
+  CHECK(cache.next(10) == StepAction::Eager);
+  CHECK(cache.next(10) == StepAction::Eager);
+
+  // Buffers moved: every recording is destroyed and every key starts over, eagerly.
+  cache.clear();
+  CHECK(cache.size() == 0);
+  CHECK(destroyed.size() == 3);
+  CHECK(cache.next(7) == StepAction::Eager);
+  CHECK(cache.next(7) == StepAction::Capture);
+
+  // Capacity 0 (UNMASK_CUDA_GRAPHS=0): always eager.
+  unmask::cuda_plan::StepGraphCache<int> off(0, [](int&) {});
+  for (int i = 0; i < 3; i++) CHECK(off.next(1) == StepAction::Eager);
+}
+
+TEST_CASE("cuda host: the forward keys its layers by shape and buffers, so steps repeat") {
+  // The CPU backend records nothing; the keys the model hands it must repeat for a request whose
+  // canvas keeps its size, and differ when the batch changes shape.
+  struct KeyLog : Backend {
+    std::unique_ptr<Backend> cpu = make_cpu_backend(1);
+    std::vector<uint64_t> keys;
+    std::string name() const override { return "keylog"; }
+    std::string device() const override { return "cpu"; }
+    void* alloc(size_t n) override { return cpu->alloc(n); }
+    void free(void* p) override { cpu->free(p); }
+    Tensor upload_weight(const Tensor& t) override { return cpu->upload_weight(t); }
+    void upload(void* d, const void* s, size_t n) override { cpu->upload(d, s, n); }
+    void download(void* d, const void* s, size_t n) override { cpu->download(d, s, n); }
+    void copy(void* d, const void* s, size_t n) override { cpu->copy(d, s, n); }
+    size_t peak_bytes() const override { return cpu->peak_bytes(); }
+    Tensor random_weight(int64_t r, int64_t c, DType d, uint64_t s, float k) override {
+      return cpu->random_weight(r, c, d, s, k);
+    }
+    void embed(const int32_t* i, const Tensor& t, Tensor& o) override { cpu->embed(i, t, o); }
+    void rmsnorm(const Tensor& x, const Tensor& w, float e, Tensor& o) override { cpu->rmsnorm(x, w, e, o); }
+    void matmul(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& o) override { cpu->matmul(x, w, b, o); }
+    void rope(Tensor& x, const int32_t* p, int h, float t) override { cpu->rope(x, p, h, t); }
+    void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionLayout& l, int h,
+                   int kv, int d, Tensor& o) override {
+      cpu->attention(q, k, v, l, h, kv, d, o);
+    }
+    void swiglu(const Tensor& g, const Tensor& u, Tensor& o) override { cpu->swiglu(g, u, o); }
+    void add(Tensor& x, const Tensor& y) override { cpu->add(x, y); }
+    void gather_rows(const Tensor& x, const int32_t* r, Tensor& o) override { cpu->gather_rows(x, r, o); }
+    void scatter_rows(const Tensor& x, const int32_t* r, Tensor& o) override { cpu->scatter_rows(x, r, o); }
+    void pick(const Tensor& l, const Tensor* u, const PickParams* p, const std::vector<int32_t>& b,
+              PickResult* o) override {
+      cpu->pick(l, u, p, b, o);
+    }
+    bool replay_step(uint64_t key) override {
+      keys.push_back(key);
+      return false;
+    }
+  };
+  KeyLog backend;
+  const ModelConfig config = synthetic_spec("default").config;
+  SyntheticModel model(backend, synthetic_spec("default"));
+  GenerationSettings s;
+  s.gen_length = 8;
+  s.steps = 4;
+  s.block_length = 8;
+  s.eos_stop = false;
+  Sampler one(random_prompt(config, 4, 1), s, config);
+  Engine engine(model.model());
+  engine.run({&one});
+  REQUIRE(backend.keys.size() == 4);
+  for (uint64_t key : backend.keys) CHECK(key == backend.keys[0]);  // the same canvas every step
+
+  Sampler a(random_prompt(config, 4, 2), s, config), b(random_prompt(config, 6, 3), s, config);
+  Engine pair(model.model());
+  pair.run({&a, &b});
+  CHECK(backend.keys.back() != backend.keys[0]);  // two canvases: another shape, another key
 }
