@@ -48,6 +48,7 @@ struct BenchResult {
   std::optional<double> baseline_gflops;
   std::optional<double> copy_gbps;  // backend copy bandwidth, bytes read + written per second
   size_t weight_bytes = 0;
+  int64_t replayed_steps = 0;     // forwards whose layers replayed a recorded step (CUDA graphs)
 };
 
 std::string hostname() {
@@ -225,6 +226,7 @@ BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o
 
   BenchResult r;
   r.bench_case = c;
+  const int64_t replays_before = subject.model().backend().replayed_steps();
   std::vector<double> walls, tok_s, steps_s, forward_ms;
   double flops = 0, forward_seconds = 0;
   for (int i = 0; i < o.repeat; i++) {
@@ -240,6 +242,7 @@ BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o
     r.sequence_forwards = run.stats.sequence_forwards;
   }
   r.runs = o.repeat;
+  r.replayed_steps = subject.model().backend().replayed_steps() - replays_before;
   r.wall_seconds = percentile(walls, 0.5);
   r.tokens_per_second = percentile(tok_s, 0.5);
   r.steps_per_second = percentile(steps_s, 0.5);
@@ -275,6 +278,7 @@ ojson result_json(const BenchResult& r, int prompt_length) {
   j["steps_per_second"] = r.steps_per_second;
   j["forward_passes"] = r.forward_passes;
   j["sequence_forwards"] = r.sequence_forwards;
+  j["replayed_steps"] = r.replayed_steps;
   j["ms_per_forward_median"] = r.ms_median;
   j["ms_per_forward_p90"] = r.ms_p90;
   j["gflops_per_second"] = r.gflops;
