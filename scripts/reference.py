@@ -167,6 +167,42 @@ MODEL_SPECS = {
 }
 
 
+# The block's pieces in float64, shared with reference_families.py (same math, other names).
+
+def rmsnorm(x, w, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def rope(u, theta):
+    """u: [len, heads, D]; positions 0..len-1; rotate-half pairs (i, i + D/2)."""
+    n, _, D = u.shape
+    inv = theta ** (-(2.0 * np.arange(D // 2)) / D)
+    a = np.arange(n, dtype=np.float64)[:, None] * inv[None, :]
+    c, s = np.cos(a)[:, None, :], np.sin(a)[:, None, :]
+    lo, hi = u[..., :D // 2], u[..., D // 2:]
+    return np.concatenate([lo * c - hi * s, hi * c + lo * s], axis=-1)
+
+
+def attention(q, k, v):
+    """q [n, H, D], k/v [n, KV, D]: bidirectional softmax attention with GQA -> [n, H, D]."""
+    n, H, D = q.shape
+    KV = k.shape[1]
+    o = np.empty((n, H, D))
+    for h in range(H):
+        kv = h // (H // KV)
+        s = q[:, h, :] @ k[:, kv, :].T / math.sqrt(D)                   # [n, n], no causal mask
+        s = np.exp(s - s.max(axis=1, keepdims=True))
+        o[:, h, :] = (s / s.sum(axis=1, keepdims=True)) @ v[:, kv, :]
+    return o
+
+
+def swiglu_mlp(m, gate, up, down):
+    gt = m @ gate.T                                                     # [n, mlp]
+    with np.errstate(over="ignore"):
+        gt = gt / (1.0 + np.exp(-gt))                                   # silu
+    return (gt * (m @ up.T)) @ down.T
+
+
 class Model:
     def __init__(self, name, sp):
         s = MODEL_SPECS[name]
@@ -233,16 +269,10 @@ class Model:
     # -- forward (float64) ---------------------------------------------------------------------
 
     def _rmsnorm(self, x, w):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.cfg["rms_norm_eps"]) * w
+        return rmsnorm(x, w, self.cfg["rms_norm_eps"])
 
     def _rope(self, u):
-        """u: [len, heads, D]; positions 0..len-1; rotate-half pairs (i, i + D/2)."""
-        n, _, D = u.shape
-        inv = self.cfg["rope_theta"] ** (-(2.0 * np.arange(D // 2)) / D)
-        a = np.arange(n, dtype=np.float64)[:, None] * inv[None, :]
-        c, s = np.cos(a)[:, None, :], np.sin(a)[:, None, :]
-        lo, hi = u[..., :D // 2], u[..., D // 2:]
-        return np.concatenate([lo * c - hi * s, hi * c + lo * s], axis=-1)
+        return rope(u, self.cfg["rope_theta"])
 
     def _forward_one(self, ids):
         c, w, P = self.cfg, self.w, "model.transformer."
@@ -261,18 +291,10 @@ class Model:
             q = self._rope(q.reshape(n, H, D))
             k = self._rope(k.reshape(n, KV, D))
             v = v.reshape(n, KV, D)
-            o = np.empty((n, H, D))
-            for h in range(H):
-                kv = h // (H // KV)
-                s = q[:, h, :] @ k[:, kv, :].T / math.sqrt(D)           # [n, n], no causal mask
-                s = np.exp(s - s.max(axis=1, keepdims=True))
-                o[:, h, :] = (s / s.sum(axis=1, keepdims=True)) @ v[:, kv, :]
-            x = x + o.reshape(n, H * D) @ w[b + "attn_out.weight"].T
+            x = x + attention(q, k, v).reshape(n, H * D) @ w[b + "attn_out.weight"].T
             m = self._rmsnorm(x, w[b + "ff_norm.weight"])
-            gt = m @ w[b + "ff_proj.weight"].T                            # [n, mlp]
-            with np.errstate(over="ignore"):
-                gt = gt / (1.0 + np.exp(-gt))                             # silu
-            x = x + (gt * (m @ w[b + "up_proj.weight"].T)) @ w[b + "ff_out.weight"].T
+            x = x + swiglu_mlp(m, w[b + "ff_proj.weight"], w[b + "up_proj.weight"],
+                               w[b + "ff_out.weight"])
         f = self._rmsnorm(x, w[P + "ln_f.weight"])
         head = w[P + "wte.weight"] if c["weight_tying"] else w[P + "ff_out.weight"]
         return (f @ head.T)[:, :c["vocab_size"]]                          # [n, vocab] float64

@@ -307,21 +307,15 @@ class Net:
                 f.write(blob)
 
     def _norm(self, x, w):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.s["eps"]) * w
+        return ref.rmsnorm(x, w, self.s["eps"])
 
     def _rope(self, u):
-        """u: [n, heads, D]; rotate-half pairs (j, j + D/2) at positions 0..n-1."""
-        n, _, D = u.shape
-        inv = self.s["theta"] ** (-(2.0 * np.arange(D // 2)) / D)
-        a = np.arange(n, dtype=np.float64)[:, None] * inv[None, :]
-        c, s = np.cos(a)[:, None, :], np.sin(a)[:, None, :]
-        lo, hi = u[..., :D // 2], u[..., D // 2:]
-        return np.concatenate([lo * c - hi * s, hi * c + lo * s], axis=-1)
+        return ref.rope(u, self.s["theta"])
 
     def forward(self, ids):
         """Raw (unshifted) head outputs: float64 [len(ids), V]."""
         s, w, nm = self.s, self.w, self.s["names"]
-        H, KV = s["H"], s["KV"]
+        H = s["H"]
         D, n = s["d"] // H, len(ids)
         x = w[nm["emb"]][np.asarray(ids)]                                 # [n, d]
         for i in range(s["L"]):
@@ -334,18 +328,9 @@ class Net:
                     y = y + w[b + nm[key] + "bias"]
                 qkv.append(y.reshape(n, -1, D))
             q, k, v = self._rope(qkv[0]), self._rope(qkv[1]), qkv[2]
-            o = np.empty((n, H, D))
-            for h in range(H):
-                kv = h // (H // KV)
-                a = q[:, h, :] @ k[:, kv, :].T / math.sqrt(D)            # [n, n] bidirectional
-                a = np.exp(a - a.max(axis=1, keepdims=True))
-                o[:, h, :] = (a / a.sum(axis=1, keepdims=True)) @ v[:, kv, :]
-            x = x + o.reshape(n, H * D) @ w[b + nm["o"]].T
+            x = x + ref.attention(q, k, v).reshape(n, H * D) @ w[b + nm["o"]].T
             m = self._norm(x, w[b + nm["ffn_norm"]])
-            gt = m @ w[b + nm["gate"]].T                                  # [n, mlp]
-            with np.errstate(over="ignore"):
-                gt = gt / (1.0 + np.exp(-gt))                             # silu
-            x = x + (gt * (m @ w[b + nm["up"]].T)) @ w[b + nm["down"]].T
+            x = x + ref.swiglu_mlp(m, w[b + nm["gate"]], w[b + nm["up"]], w[b + nm["down"]])
         return self._norm(x, w[nm["norm"]]) @ w[nm["head"]].T             # [n, V]
 
     def logits(self, ids):

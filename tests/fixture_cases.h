@@ -14,6 +14,22 @@
 
 namespace unmask::test {
 
+// The settings of a families.json generate case (scripts/reference_families.py).
+inline GenerationSettings family_settings_of(const nlohmann::json& c) {
+  GenerationSettings s;
+  s.alg = c["loop"] == "llada" ? Algorithm::Llada : parse_algorithm(c["alg"].get<std::string>());
+  s.gen_length = c["gen_length"].get<int>();
+  s.steps = c["steps"].get<int>();
+  if (!c["block_length"].is_null()) s.block_length = c["block_length"].get<int>();
+  s.temperature = c["temperature"].get<float>();
+  s.top_k = c["top_k"].get<int>();
+  s.top_p = c["top_p"].get<float>();
+  s.alg_temp = c["alg_temp"].get<float>();
+  s.seed = c["seed"].get<uint64_t>();
+  s.eos_stop = c["eos_stop"].get<bool>();
+  return s;
+}
+
 inline GenerationSettings settings_of(const nlohmann::json& c) {
   GenerationSettings s;
   s.gen_length = c["gen_length"].get<int>();

@@ -4,6 +4,7 @@
 
 #include "chat.h"
 #include "engine.h"
+#include "fixture_cases.h"
 #include "fixtures.h"
 #include "session.h"
 
@@ -24,21 +25,6 @@ std::unique_ptr<Session> open_fixture(const std::string& model) {
   std::optional<int32_t> mask;
   if (model == "tiny-llama") mask = info["mask_id"].get<int32_t>();
   return open_session(fixture(model), "cpu", 0, mask);
-}
-
-GenerationSettings settings_of_family_case(const nlohmann::json& c) {
-  GenerationSettings s;
-  s.alg = c["loop"] == "llada" ? Algorithm::Llada : parse_algorithm(c["alg"].get<std::string>());
-  s.gen_length = c["gen_length"].get<int>();
-  s.steps = c["steps"].get<int>();
-  if (!c["block_length"].is_null()) s.block_length = c["block_length"].get<int>();
-  s.temperature = c["temperature"].get<float>();
-  s.top_k = c["top_k"].get<int>();
-  s.top_p = c["top_p"].get<float>();
-  s.alg_temp = c["alg_temp"].get<float>();
-  s.seed = c["seed"].get<uint64_t>();
-  s.eos_stop = c["eos_stop"].get<bool>();
-  return s;
 }
 
 }  // namespace
@@ -111,7 +97,7 @@ TEST_CASE("families: generation matches the reference token for token (both loop
     const std::vector<int32_t> prompt = encode_prompt(*session, text, chat, system);
     REQUIRE(prompt == c["prompt_ids"].get<std::vector<int32_t>>());
 
-    const GenerationSettings s = settings_of_family_case(c);
+    const GenerationSettings s = unmask::test::family_settings_of(c);
     Sampler sampler(prompt, s, session->config);
     Engine engine(*session->model);
     engine.run({&sampler});

@@ -288,17 +288,7 @@ TEST_CASE("cuda: Dream, llama-format and BPE-tokenized LLaDA fixtures generate a
     const std::string dir = std::string(UNMASK_FIXTURES_DIR) + "/" + model;
     auto cpu = open_session(dir, "cpu", 1, mask);
     auto gpu = open_session(dir, "cuda", 0, mask);
-    GenerationSettings s;
-    s.alg = c["loop"] == "llada" ? Algorithm::Llada : parse_algorithm(c["alg"].get<std::string>());
-    s.gen_length = c["gen_length"].get<int>();
-    s.steps = c["steps"].get<int>();
-    if (!c["block_length"].is_null()) s.block_length = c["block_length"].get<int>();
-    s.temperature = c["temperature"].get<float>();
-    s.top_k = c["top_k"].get<int>();
-    s.top_p = c["top_p"].get<float>();
-    s.alg_temp = c["alg_temp"].get<float>();
-    s.seed = c["seed"].get<uint64_t>();
-    s.eos_stop = c["eos_stop"].get<bool>();
+    const GenerationSettings s = unmask::test::family_settings_of(c);
     const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
     Sampler a(prompt, s, cpu->config), g(prompt, s, gpu->config);
     Engine ea(*cpu->model), eg(*gpu->model);
