@@ -237,7 +237,7 @@ void Sampler::advance_dream() {
   done_ = true;
 }
 
-std::vector<size_t> Sampler::llada_order(const std::vector<PickResult>& picks, int& n) {
+std::vector<size_t> Sampler::llada_order(const std::vector<PickResult>& picks, int& n) const {
   const size_t n_masked = wanted_.size();
   std::vector<float> conf(n_masked);
   for (size_t i = 0; i < n_masked; i++) {

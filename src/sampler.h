@@ -100,7 +100,7 @@ class Sampler {
   void advance();            // moves to the next block with masks, or finishes
   void advance_dream();      // moves to the next schedule step that commits something, or finishes
   // The order in which this step's wanted positions commit, and how many of them do.
-  std::vector<size_t> llada_order(const std::vector<PickResult>& picks, int& n);
+  std::vector<size_t> llada_order(const std::vector<PickResult>& picks, int& n) const;
   std::vector<size_t> dream_order(const std::vector<PickResult>& picks, int& n) const;
   bool text_is_final();      // an EOS is committed and everything before it is filled
 
