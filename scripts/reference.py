@@ -106,15 +106,21 @@ def _check_rng():
 # Tokenizer
 # ----------------------------------------------------------------------------------------------
 
-def train_tokenizer(vocab_size=400):
-    res = subprocess.run(["bible", "-f", "Gen1:1-Gen3:24"], stdout=subprocess.PIPE, check=True,
+def kjv_verses(span, count):
+    """The verses of `span` (e.g. Gen1:1-Gen3:24) from Debian's bible-kjv, whitespace collapsed."""
+    res = subprocess.run(["bible", "-f", span], stdout=subprocess.PIPE, check=True,
                          env=dict(os.environ, LC_ALL="C"))
     texts = []
     for line in res.stdout.decode("utf-8").splitlines():
         m = re.match(r"^\S+\d+:\d+ (.*)$", line.strip())
         if m:
             texts.append(" ".join(m.group(1).split()))
-    assert len(texts) == 80, len(texts)
+    assert len(texts) == count, len(texts)
+    return texts
+
+
+def train_tokenizer(vocab_size=400):
+    texts = kjv_verses("Gen1:1-Gen3:24", 80)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=buf, model_type="bpe",

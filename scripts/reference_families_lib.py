@@ -13,8 +13,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import io
 import json
 import math
-import re
-import subprocess
 
 import jinja2.sandbox
 import numpy as np
@@ -51,15 +49,7 @@ LLADA_TEMPLATE = (r"{% set loop_messages = messages %}{% for message in loop_mes
 
 
 def kjv(span="Gen1:1-Gen11:32"):
-    res = subprocess.run(["bible", "-f", span], stdout=subprocess.PIPE, check=True,
-                         env=dict(os.environ, LC_ALL="C"))
-    texts = []
-    for line in res.stdout.decode("utf-8").splitlines():
-        m = re.match(r"^\S+\d+:\d+ (.*)$", line.strip())
-        if m:
-            texts.append(" ".join(m.group(1).split()))
-    assert len(texts) == 299, len(texts)
-    return texts
+    return ref.kjv_verses(span, 299)
 
 
 def byte_bpe(regex, nfc, vocab_size, specials, texts, ignore_merges):
