@@ -201,6 +201,81 @@ UNMASK_HOST_DEVICE uint32_t ties_kept_at_most(double above, double p_tie, uint32
   return keep < 1 ? 1 : keep;
 }
 
+// --- the host model's selections, one histogram pass per digit over the whole row ---
+
+// The rank-th (0-based, by index) of the entries whose key is tie_key inside `within`.
+template <class KeyOf>
+uint32_t model_tie_index(int64_t vocab, KeyOf key_of, uint32_t tie_key, const Boundary& within,
+                         uint32_t rank) {
+  uint32_t hist[kBins];
+  RankSelect is;
+  is.rank = rank;
+  for (int level = 0; level < kLevels; level++) {
+    for (uint32_t& h : hist) h = 0;
+    for (int64_t v = 0; v < vocab; v++) {
+      const uint32_t key = key_of(v), ikey = ~static_cast<uint32_t>(v);
+      if (key == tie_key && keeps(within, key, static_cast<uint32_t>(v)) &&
+          in_running(level, is.prefix, ikey))
+        hist[digit_of(level, ikey)]++;
+    }
+    if (!rank_step(is, hist)) return 0xffffffffu;
+  }
+  return ~is.prefix;
+}
+
+// The top-k boundary over every entry.
+template <class KeyOf>
+Boundary model_top_k(int64_t vocab, KeyOf key_of, int32_t k) {
+  uint32_t hist[kBins];
+  RankSelect rs;
+  rs.rank = static_cast<uint32_t>(k - 1);
+  for (int level = 0; level < kLevels; level++) {
+    for (uint32_t& h : hist) h = 0;
+    for (int64_t v = 0; v < vocab; v++) {
+      const uint32_t key = key_of(v);
+      if (in_running(level, rs.prefix, key)) hist[digit_of(level, key)]++;
+    }
+    rank_step(rs, hist);
+  }
+  Boundary b;
+  b.key = rs.prefix;
+  if (rs.rank + 1 < rs.count) b.index = model_tie_index(vocab, key_of, rs.prefix, Boundary{}, rs.rank);
+  return b;
+}
+
+// The top-p boundary over the entries inside `within`, each weighing exp(value - mx) / norm.
+// at_most: Dream's rule (keep while the mass before is <= top_p), else LLaDA's (< top_p).
+template <class ValueOf>
+Boundary model_top_p(int64_t vocab, ValueOf value_of, const Boundary& within, float mx, double norm,
+                     float top_p, bool at_most) {
+  auto key_of = [&](int64_t v) { return order_key(value_of(v)); };
+  uint32_t hist[kBins];
+  uint64_t mass[kBins];
+  const uint64_t target = to_fixed(static_cast<double>(top_p)) + (at_most ? 1 : 0);
+  MassSelect ms;
+  for (int level = 0; level < kLevels; level++) {
+    for (int b = 0; b < kBins; b++) hist[b] = 0, mass[b] = 0;
+    for (int64_t v = 0; v < vocab; v++) {
+      const float x = value_of(v);
+      const uint32_t key = order_key(x);
+      if (!keeps(within, key, static_cast<uint32_t>(v)) || !in_running(level, ms.prefix, key)) continue;
+      hist[digit_of(level, key)]++;
+      mass[digit_of(level, key)] += to_fixed(std::exp(static_cast<double>(x) - mx) / norm);
+    }
+    mass_step(ms, hist, mass, target);
+    if (!ms.found) break;
+  }
+  Boundary b;
+  if (!ms.found) return b;  // the candidates hold less than top_p: all are kept
+  const double p_tie = std::exp(static_cast<double>(key_value(ms.prefix)) - mx) / norm;
+  const double above = static_cast<double>(ms.above) / kFixedOne;
+  const uint32_t keep = at_most ? ties_kept_at_most(above, p_tie, ms.count, top_p)
+                                : ties_kept(above, p_tie, ms.count, top_p);
+  b.key = ms.prefix;
+  if (keep < ms.count) b.index = model_tie_index(vocab, key_of, ms.prefix, within, keep - 1);
+  return b;
+}
+
 // Dream's tempered logit: x / T for T > 0, else x (T = 0 is the plain argmax), rounded as pick_row.
 UNMASK_HOST_DEVICE float temper(float x, float temperature) {
   if (!(temperature > 0.f)) return x;
@@ -236,60 +311,12 @@ PickResult pick_row_model_filtered(Val val, int64_t vocab, const PickParams& p) 
   if (mx == kNegInf) return r;
 
   Boundary top_k, top_p;
-  uint32_t hist[kBins];
-  auto select_index = [&](uint32_t tie_key, uint32_t rank) {
-    RankSelect is;
-    is.rank = rank;
-    for (int level = 0; level < kLevels; level++) {
-      for (uint32_t& h : hist) h = 0;
-      for (int64_t v = 0; v < vocab; v++) {
-        const uint32_t ikey = ~static_cast<uint32_t>(v);
-        if (key_of(v) == tie_key && in_running(level, is.prefix, ikey)) hist[digit_of(level, ikey)]++;
-      }
-      if (!rank_step(is, hist)) return 0xffffffffu;
-    }
-    return ~is.prefix;
-  };
-  if (use_top_k) {
-    RankSelect rs;
-    rs.rank = static_cast<uint32_t>(p.top_k - 1);
-    for (int level = 0; level < kLevels; level++) {
-      for (uint32_t& h : hist) h = 0;
-      for (int64_t v = 0; v < vocab; v++) {
-        const uint32_t key = key_of(v);
-        if (in_running(level, rs.prefix, key)) hist[digit_of(level, key)]++;
-      }
-      rank_step(rs, hist);
-    }
-    top_k.key = rs.prefix;
-    if (rs.rank + 1 < rs.count) top_k.index = select_index(rs.prefix, rs.rank);
-  }
+  if (use_top_k) top_k = model_top_k(vocab, key_of, p.top_k);
   if (use_top_p) {
     // Pass 2: the full normaliser; the mass descent runs over every entry.
     double total = 0;
     for (int64_t v = 0; v < vocab; v++) total += std::exp(static_cast<double>(lt(v)) - mx);
-    const uint64_t target = to_fixed(static_cast<double>(p.top_p)) + 1;
-    MassSelect ms;
-    uint64_t mass[kBins];
-    for (int level = 0; level < kLevels; level++) {
-      for (int b = 0; b < kBins; b++) hist[b] = 0, mass[b] = 0;
-      for (int64_t v = 0; v < vocab; v++) {
-        const float l = lt(v);
-        const uint32_t key = order_key(l);
-        if (!in_running(level, ms.prefix, key)) continue;
-        hist[digit_of(level, key)]++;
-        mass[digit_of(level, key)] += to_fixed(std::exp(static_cast<double>(l) - mx) / total);
-      }
-      mass_step(ms, hist, mass, target);
-      if (!ms.found) break;
-    }
-    if (ms.found) {
-      const double p_tie = std::exp(static_cast<double>(key_value(ms.prefix)) - mx) / total;
-      const uint32_t keep =
-          ties_kept_at_most(static_cast<double>(ms.above) / kFixedOne, p_tie, ms.count, p.top_p);
-      top_p.key = ms.prefix;
-      if (keep < ms.count) top_p.index = select_index(ms.prefix, keep - 1);
-    }
+    top_p = model_top_p(vocab, lt, Boundary{}, mx, total, p.top_p, /*at_most=*/true);
   }
 
   // Survivors: their normaliser, top two and the winner (scored on the raw value).
@@ -373,36 +400,7 @@ inline PickResult pick_row_model(const float* logits, const float* uncond, int64
 
   if (filtered) {
     Boundary top_k, top_p;
-    uint32_t hist[kBins];
-    auto select_index = [&](uint32_t tie_key, const Boundary& within, uint32_t rank) {
-      RankSelect is;
-      is.rank = rank;
-      for (int level = 0; level < kLevels; level++) {
-        for (uint32_t& h : hist) h = 0;
-        for (int64_t v = 0; v < vocab; v++) {
-          const uint32_t key = order_key(val(v)), ikey = ~static_cast<uint32_t>(v);
-          if (key == tie_key && keeps(within, key, static_cast<uint32_t>(v)) &&
-              in_running(level, is.prefix, ikey))
-            hist[digit_of(level, ikey)]++;
-        }
-        if (!rank_step(is, hist)) return 0xffffffffu;
-      }
-      return ~is.prefix;
-    };
-    if (use_top_k) {
-      RankSelect rs;
-      rs.rank = static_cast<uint32_t>(p.top_k - 1);
-      for (int level = 0; level < kLevels; level++) {
-        for (uint32_t& h : hist) h = 0;
-        for (int64_t v = 0; v < vocab; v++) {
-          const uint32_t key = order_key(val(v));
-          if (in_running(level, rs.prefix, key)) hist[digit_of(level, key)]++;
-        }
-        rank_step(rs, hist);
-      }
-      top_k.key = rs.prefix;
-      if (rs.rank + 1 < rs.count) top_k.index = select_index(rs.prefix, Boundary{}, rs.rank);
-    }
+    if (use_top_k) top_k = model_top_k(vocab, [&](int64_t v) { return order_key(val(v)); }, p.top_k);
     if (use_top_p) {
       double kept_sum = 0;
       if (use_top_k) {
@@ -414,29 +412,7 @@ inline PickResult pick_row_model(const float* logits, const float* uncond, int64
       } else {
         kept_sum = sum;
       }
-      const uint64_t target = to_fixed(static_cast<double>(p.top_p));
-      MassSelect ms;
-      uint64_t mass[kBins];
-      for (int level = 0; level < kLevels; level++) {
-        for (int b = 0; b < kBins; b++) hist[b] = 0, mass[b] = 0;
-        for (int64_t v = 0; v < vocab; v++) {
-          const float x = val(v);
-          const uint32_t key = order_key(x);
-          if (!keeps(top_k, key, static_cast<uint32_t>(v)) || !in_running(level, ms.prefix, key))
-            continue;
-          hist[digit_of(level, key)]++;
-          mass[digit_of(level, key)] += to_fixed(std::exp(static_cast<double>(x) - mx) / kept_sum);
-        }
-        mass_step(ms, hist, mass, target);
-        if (!ms.found) break;
-      }
-      if (ms.found) {
-        const double p_tie = std::exp(static_cast<double>(key_value(ms.prefix)) - mx) / kept_sum;
-        const uint32_t keep =
-            ties_kept(static_cast<double>(ms.above) / kFixedOne, p_tie, ms.count, p.top_p);
-        top_p.key = ms.prefix;
-        if (keep < ms.count) top_p.index = select_index(ms.prefix, top_k, keep - 1);
-      }
+      top_p = model_top_p(vocab, val, top_k, mx, kept_sum, p.top_p, /*at_most=*/false);
     }
     for (int64_t v = 0; v < vocab; v++) {
       const float x = val(v);
