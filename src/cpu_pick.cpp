@@ -71,18 +71,18 @@ int64_t choose(const float* row, int64_t vocab, const int32_t* candidates, int64
   // The noise is the expensive part. The best logit m scores at least m + T * kGumbelMin, and a
   // token scores at most its logit + T * kGumbelMax, so a logit below the difference (less a
   // margin for float rounding) can neither win nor tie: its noise is never drawn.
-  float floor = kNegInf;
+  float cutoff = kNegInf;
   if (params.temperature > 0.f) {
     float m = kNegInf;
     for (int64_t i = 0; i < count; i++) m = std::max(m, row[id(i)]);
     const double spread = static_cast<double>(params.temperature) * (kGumbelMax - kGumbelMin);
-    floor = static_cast<float>(m - spread - 1e-5 * (std::fabs(m) + spread + 1.0));
+    cutoff = static_cast<float>(m - spread - 1e-5 * (std::fabs(m) + spread + 1.0));
   }
   int64_t best = -1;
   float best_score = kNegInf;
   for (int64_t i = 0; i < count; i++) {
     const int64_t v = id(i);
-    if (row[v] == kNegInf || row[v] < floor) continue;
+    if (row[v] == kNegInf || row[v] < cutoff) continue;
     const float s = score(v);
     if (best < 0 || s > best_score || (s == best_score && v < best)) {
       best = v;
