@@ -1,5 +1,6 @@
 // Helpers over the reference fixtures shared by the CPU and GPU test binaries: a generate.json
-// case's settings, a pick.json case's expected result, and the comparison of two picks.
+// or families.json case's settings, a pick.json case's parameters and expected result, and the
+// comparison of two picks.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -13,6 +14,20 @@
 #include "sampler.h"
 
 namespace unmask::test {
+
+// The PickParams of a pick.json case; its unconditional logits, when present, are row 0.
+inline PickParams pick_params_of(const nlohmann::json& c) {
+  PickParams p;
+  p.seed = c["seed"].get<uint64_t>();
+  p.step = c["step"].get<uint32_t>();
+  p.position = c["position"].get<uint32_t>();
+  p.temperature = c["temperature"].get<float>();
+  p.top_k = c["top_k"].get<int32_t>();
+  p.top_p = c["top_p"].get<float>();
+  p.cfg_scale = c["cfg_scale"].get<float>();
+  p.uncond_row = 0;
+  return p;
+}
 
 // The settings of a families.json generate case (scripts/reference_families.py).
 inline GenerationSettings family_settings_of(const nlohmann::json& c) {

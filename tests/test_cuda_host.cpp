@@ -310,15 +310,7 @@ TEST_CASE("cuda host: the pick algorithm matches the reference fixture rows") {
     const std::vector<float> row = c["logits"].get<std::vector<float>>();
     std::vector<float> uncond;
     if (!c["uncond_logits"].is_null()) uncond = c["uncond_logits"].get<std::vector<float>>();
-    PickParams p;
-    p.seed = c["seed"].get<uint64_t>();
-    p.step = c["step"].get<uint32_t>();
-    p.position = c["position"].get<uint32_t>();
-    p.temperature = c["temperature"].get<float>();
-    p.top_k = c["top_k"].get<int32_t>();
-    p.top_p = c["top_p"].get<float>();
-    p.cfg_scale = c["cfg_scale"].get<float>();
-    p.uncond_row = 0;
+    const PickParams p = unmask::test::pick_params_of(c);
     const PickResult r = pick::pick_row_model(row.data(), uncond.empty() ? nullptr : uncond.data(),
                                               static_cast<int64_t>(row.size()), p,
                                               {c["mask_token_id"].get<int32_t>()});

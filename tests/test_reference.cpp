@@ -35,14 +35,7 @@ TEST_CASE("pick matches the reference on every fixture row") {
     CAPTURE(c["name"].get<std::string>());
     std::vector<float> row = c["logits"].get<std::vector<float>>();
     std::vector<float> uncond;
-    PickParams p;
-    p.seed = c["seed"].get<uint64_t>();
-    p.step = c["step"].get<uint32_t>();
-    p.position = c["position"].get<uint32_t>();
-    p.temperature = c["temperature"].get<float>();
-    p.top_k = c["top_k"].get<int32_t>();
-    p.top_p = c["top_p"].get<float>();
-    p.cfg_scale = c["cfg_scale"].get<float>();
+    const PickParams p = unmask::test::pick_params_of(c);
     if (!c["uncond_logits"].is_null()) uncond = c["uncond_logits"].get<std::vector<float>>();
     const std::vector<int32_t> banned = {c["mask_token_id"].get<int32_t>()};
     const PickResult r = pick_row(row.data(), uncond.empty() ? nullptr : uncond.data(),

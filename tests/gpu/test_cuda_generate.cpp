@@ -130,15 +130,7 @@ TEST_CASE("cuda: pick reproduces the reference fixture rows") {
       u = Tensor{gpu->alloc(ur.size() * 4), DType::F32, 1, vocab};
       gpu->upload(u.data, ur.data(), ur.size() * 4);
     }
-    PickParams p;
-    p.seed = c["seed"].get<uint64_t>();
-    p.step = c["step"].get<uint32_t>();
-    p.position = c["position"].get<uint32_t>();
-    p.temperature = c["temperature"].get<float>();
-    p.top_k = c["top_k"].get<int32_t>();
-    p.top_p = c["top_p"].get<float>();
-    p.cfg_scale = c["cfg_scale"].get<float>();
-    p.uncond_row = 0;
+    const PickParams p = unmask::test::pick_params_of(c);
     PickResult r;
     gpu->pick(l, u.data ? &u : nullptr, &p, {c["mask_token_id"].get<int32_t>()}, &r);
     check_pick(r, unmask::test::expected_pick(c["expected"]));
