@@ -173,6 +173,21 @@ MODEL_SPECS = {
 }
 
 
+def store_weights(raw, dtype):
+    """float64 tensors -> ({name: (dtype, shape, bytes)} for write_safetensors, {name: the stored
+    values widened back to float64}) so the reference computes on exactly what the file holds."""
+    stored, wide = {}, {}
+    for k, a in raw.items():
+        if dtype == "F32":
+            a32 = np.ascontiguousarray(a, dtype=F32)
+            stored[k] = ("F32", a.shape, a32.astype("<f4").tobytes())
+            wide[k] = a32.astype(np.float64)
+        else:
+            bits, wide[k] = to_bf16(a)
+            stored[k] = ("BF16", a.shape, bits.astype("<u2").tobytes())
+    return stored, wide
+
+
 # The block's pieces in float64, shared with reference_families.py (same math, other names).
 
 def rmsnorm(x, w, eps):
@@ -252,16 +267,7 @@ class Model:
             raw[P + "ff_out.weight"] = rng.standard_normal((emb, d)) * s["head_std"]
         head = raw[P + ("wte.weight" if s["weight_tying"] else "ff_out.weight")]
         head[self.cfg["eos_token_id"]] *= s["eos_boost"]
-        self.stored, self.w = {}, {}
-        for k, a in raw.items():
-            if s["dtype"] == "F32":
-                a32 = np.ascontiguousarray(a, dtype=F32)
-                self.stored[k] = ("F32", a.shape, a32.astype("<f4").tobytes())
-                self.w[k] = a32.astype(np.float64)
-            else:
-                bits, wide = to_bf16(a)
-                self.stored[k] = ("BF16", a.shape, bits.astype("<u2").tobytes())
-                self.w[k] = wide
+        self.stored, self.w = store_weights(raw, s["dtype"])
 
     def write(self, out_dir, tok_blob):
         d = os.path.join(out_dir, self.name)

@@ -275,16 +275,7 @@ class Net:
         head = raw[n["head"]] = rng.standard_normal((V, d)) * s["head_std"]
         head[tok.size:] *= 0.1
         head[self.stop_ids] *= s["stop_boost"]
-        self.stored, self.w = {}, {}
-        for k, a in raw.items():
-            if s["dtype"] == "F32":
-                a32 = np.ascontiguousarray(a, dtype=F32)
-                self.stored[k] = ("F32", a.shape, a32.astype("<f4").tobytes())
-                self.w[k] = a32.astype(np.float64)
-            else:
-                bits, wide = ref.to_bf16(a)
-                self.stored[k] = ("BF16", a.shape, bits.astype("<u2").tobytes())
-                self.w[k] = wide
+        self.stored, self.w = ref.store_weights(raw, s["dtype"])
 
     def write(self, out_dir, files):
         d = os.path.join(out_dir, self.name)
