@@ -99,8 +99,8 @@ std::unique_ptr<Session> open_session(const std::string& model_dir, const std::s
   s->config = load_config((fs::path(model_dir) / "config.json").string());
   s->store.emplace(TensorStore::open_dir(model_dir));
   s->weights = bind_weights(*s->store, s->config);
-  s->tokenizer = load_tokenizer(model_dir);
   s->tokenizer_config = load_tokenizer_config(model_dir);
+  s->tokenizer = load_tokenizer(model_dir, s->tokenizer_config);
   s->chat = detect_chat_template(s->tokenizer_config);
   add_tokenizer_stop_ids(*s);
   resolve_mask_id(*s, mask_id);

@@ -8,7 +8,6 @@
 
 #include "bpe_tokenizer.h"
 #include "common.h"
-#include "tokenizer_config.h"
 
 namespace unmask {
 namespace {
@@ -67,6 +66,10 @@ class SentencePieceTokenizer final : public Tokenizer {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
+  return load_tokenizer(model_dir, load_tokenizer_config(model_dir));
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir, const TokenizerConfig& config) {
   namespace fs = std::filesystem;
   const fs::path dir(model_dir);
   // note: tokenizer.json first: a directory with both was converted, and tokenizer.json is what
@@ -75,9 +78,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   if (fs::exists(dir / "tokenizer.model")) {
     // The file itself carries no "add BOS" rule; Hugging Face's LlamaTokenizer (DiffuLLaMA) takes
     // it from tokenizer_config.json.
-    const TokenizerConfig tc = load_tokenizer_config(model_dir);
     return std::make_unique<SentencePieceTokenizer>((dir / "tokenizer.model").string(),
-                                                    tc.add_bos_token ? tc.bos_token : "");
+                                                    config.add_bos_token ? config.bos_token : "");
   }
   if (fs::exists(dir / "vocab.json")) return load_vocab_merges(model_dir);
   fail_input(model_dir + ": no tokenizer found (expected tokenizer.json, tokenizer.model, "

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "tokenizer_config.h"
+
 namespace unmask {
 
 class Tokenizer {
@@ -32,6 +34,9 @@ class Tokenizer {
 // Picks by the files in `model_dir`: tokenizer.json (Hugging Face, BPE), else tokenizer.model
 // (sentencepiece), else vocab.json + merges.txt (+ tokenizer_config.json; the Qwen2 byte-level
 // BPE). fail_input names the file on errors.
+// `config` is the directory's tokenizer_config.json (its add_bos_token and bos_token apply to
+// sentencepiece); the one-argument form reads it itself.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir, const TokenizerConfig& config);
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
 
 // Decodes ids up to (not including) the first stop id.
