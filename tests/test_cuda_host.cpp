@@ -130,14 +130,56 @@ TEST_CASE("cuda host: order keys sort like the floats") {
   CHECK(pick::order_key(-0.f) == pick::order_key(0.f));
 }
 
+namespace {
+
+// A random pick row and its settings. Variants: 0 plain, 1 coarse values (ties straddle the
+// top-k/top-p boundaries), 2 CFG, 3 most of the row banned, 4 flat-ish (top-p keeps many).
+struct RandomPick {
+  std::vector<float> row, uncond;
+  PickParams params;
+  std::vector<int32_t> banned;
+  const float* uncond_or_null() const { return params.cfg_scale > 0.f ? uncond.data() : nullptr; }
+};
+
+RandomPick random_pick(std::mt19937& gen, int64_t vocab, int variant, float temperature, int top_k,
+                       float top_p) {
+  std::normal_distribution<float> normal(0.f, 3.f);
+  RandomPick c;
+  c.row.resize(vocab);
+  c.uncond.resize(vocab);
+  for (auto& x : c.row) x = normal(gen);
+  for (auto& x : c.uncond) x = normal(gen);
+  if (variant == 1)
+    for (auto& x : c.row) x = std::round(x * 2.f) / 2.f;
+  if (variant == 4)
+    for (auto& x : c.row) x *= 0.05f;
+  PickParams& p = c.params;
+  p.seed = gen();
+  p.step = gen() % 100;
+  p.position = gen() % 1000;
+  p.temperature = temperature;
+  p.top_k = top_k;
+  p.top_p = top_p;
+  p.cfg_scale = variant == 2 ? 1.5f : 0.f;
+  p.uncond_row = 0;
+  if (variant == 3) {
+    for (int64_t v = 0; v + 3 < vocab; v++) c.banned.push_back(static_cast<int32_t>((v * 7 + 1) % vocab));
+  } else {
+    if (vocab > 1) c.banned.push_back(static_cast<int32_t>(gen() % vocab));
+    if (vocab > 2) c.banned.push_back(static_cast<int32_t>(gen() % vocab));
+  }
+  return c;
+}
+
+}  // namespace
+
 // The kernel's algorithm (radix boundaries instead of sorting) against the CPU's pick_row.
 TEST_CASE("cuda host: the pick kernel's algorithm reproduces pick_row") {
   std::mt19937 gen(11);
-  std::normal_distribution<float> normal(0.f, 3.f);
   std::vector<int32_t> scratch;
   int cases = 0;
   for (int64_t vocab : {1, 2, 7, 400, 5000}) {
-    for (int variant = 0; variant < 3; variant++) {  // 0 plain, 1 many ties, 2 CFG
+    for (int variant = 0; variant < 3; variant++) {  // plain, coarse, CFG (see random_pick)
       for (float temperature : {0.f, 0.7f, 2.f}) {
         for (int top_k : {0, 1, 5, 50}) {
           for (float top_p : {1.f, 0.9f, 0.3f}) {
@@ -146,27 +188,11 @@ TEST_CASE("cuda host: the pick kernel's algorithm reproduces pick_row") {
             CAPTURE(temperature);
             CAPTURE(top_k);
             CAPTURE(top_p);
-            std::vector<float> row(vocab), uncond(vocab);
-            for (auto& x : row) x = normal(gen);
-            for (auto& x : uncond) x = normal(gen);
-            if (variant == 1)  // coarse values: ties straddle the top-k/top-p boundaries
-              for (auto& x : row) x = std::round(x * 2.f) / 2.f;
-            PickParams p;
-            p.seed = gen();
-            p.step = gen() % 100;
-            p.position = gen() % 1000;
-            p.temperature = temperature;
-            p.top_k = top_k;
-            p.top_p = top_p;
-            p.cfg_scale = variant == 2 ? 1.5f : 0.f;
-            p.uncond_row = 0;
-            std::vector<int32_t> banned;
-            if (vocab > 1) banned.push_back(static_cast<int32_t>(gen() % vocab));
-            if (vocab > 2) banned.push_back(static_cast<int32_t>(gen() % vocab));
-            const float* u = variant == 2 ? uncond.data() : nullptr;
-            const PickResult model = pick::pick_row_model(row.data(), u, vocab, p, banned);
-            std::vector<float> work = row;
-            const PickResult want = pick_row(work.data(), u, vocab, p, banned, scratch);
+            const RandomPick c = random_pick(gen, vocab, variant, temperature, top_k, top_p);
+            const float* u = c.uncond_or_null();
+            const PickResult model = pick::pick_row_model(c.row.data(), u, vocab, c.params, c.banned);
+            std::vector<float> work = c.row;
+            const PickResult want = pick_row(work.data(), u, vocab, c.params, c.banned, scratch);
             unmask::test::check_pick(model, want);
             cases++;
           }
@@ -182,13 +208,10 @@ TEST_CASE("cuda host: the pick kernel's algorithm reproduces pick_row") {
 // pick_row sum the same doubles in different orders, so they differ by ~1e-15.
 TEST_CASE("cuda host: the pick kernel's algorithm reproduces pick_row with filtered confidence") {
   std::mt19937 gen(12);
-  std::normal_distribution<float> normal(0.f, 3.f);
   std::vector<int32_t> scratch;
   int cases = 0, prob_differs = 0, kept_differs = 0;
   for (int64_t vocab : {1, 2, 3, 7, 33, 400, 5001}) {
-    // 0 plain, 1 coarse values (ties straddle the boundaries), 2 CFG, 3 most of the row banned,
-    // 4 flat-ish (top-p keeps many entries)
-    for (int variant = 0; variant < 5; variant++) {
+    for (int variant = 0; variant < 5; variant++) {  // every variant of random_pick
       if (variant == 3 && vocab > 400) continue;  // the model scans the ban list per value
       for (float temperature : {0.f, 0.7f}) {
         for (int top_k : {0, 1, 5, 40}) {
@@ -198,30 +221,11 @@ TEST_CASE("cuda host: the pick kernel's algorithm reproduces pick_row with filte
             CAPTURE(temperature);
             CAPTURE(top_k);
             CAPTURE(top_p);
-            std::vector<float> row(vocab), uncond(vocab);
-            for (auto& x : row) x = normal(gen);
-            for (auto& x : uncond) x = normal(gen);
-            if (variant == 1)
-              for (auto& x : row) x = std::round(x * 2.f) / 2.f;
-            if (variant == 4)
-              for (auto& x : row) x *= 0.05f;
-            PickParams p;
-            p.seed = gen();
-            p.step = gen() % 100;
-            p.position = gen() % 1000;
-            p.temperature = temperature;
-            p.top_k = top_k;
-            p.top_p = top_p;
-            p.cfg_scale = variant == 2 ? 1.5f : 0.f;
-            p.uncond_row = 0;
-            std::vector<int32_t> banned;
-            if (variant == 3) {
-              for (int64_t v = 0; v + 3 < vocab; v++) banned.push_back(static_cast<int32_t>((v * 7 + 1) % vocab));
-            } else {
-              if (vocab > 1) banned.push_back(static_cast<int32_t>(gen() % vocab));
-              if (vocab > 2) banned.push_back(static_cast<int32_t>(gen() % vocab));
-            }
-            const float* u = variant == 2 ? uncond.data() : nullptr;
+            RandomPick c = random_pick(gen, vocab, variant, temperature, top_k, top_p);
+            const std::vector<float>& row = c.row;
+            const std::vector<int32_t>& banned = c.banned;
+            PickParams& p = c.params;
+            const float* u = c.uncond_or_null();
 
             p.filtered_confidence = true;
             const PickResult model = pick::pick_row_model(row.data(), u, vocab, p, banned);
