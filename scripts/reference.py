@@ -380,9 +380,27 @@ def pick(l, lu, cfg_scale, T, top_k, top_p, seed, step, position, mask_id, exact
 # The unmasking loop
 # ----------------------------------------------------------------------------------------------
 
+def final_answer(x, P, M, stops, eos):
+    """eos_stop: the answer is final once a stop id has no mask before it.
+    -> (the answer with its masks filled with eos, whether masks were left), or (None, False)."""
+    ans = x[P:]
+    hits = [j for j, t in enumerate(ans) if t in stops]
+    if hits and M not in ans[:hits[0]]:
+        return [eos if t == M else t for t in ans], M in ans
+    return None, False
+
+
 def generate(model, prompt, G, S, B, T, remasking, cfg_scale, threshold, seed, top_k, top_p,
              eos_stop):
     M, eos = model.cfg["mask_token_id"], model.cfg["eos_token_id"]
+    return block_loop(lambda seqs: model.forward(seqs).astype(F32), M, eos, [eos], prompt, G, S,
+                      B, T, remasking, cfg_scale, threshold, seed, top_k, top_p, eos_stop)
+
+
+def block_loop(logits_of, M, eos, stops, prompt, G, S, B, T, remasking, cfg_scale, threshold, seed,
+               top_k, top_p, eos_stop):
+    """LLaDA's semi-autoregressive loop. logits_of(list of canvases) -> float32 logits of their
+    positions, back to back; stops: the ids that end the text (eos fills a finished answer)."""
     P = len(prompt)
     x = list(prompt) + [M] * G
     assert G % B == 0
@@ -400,11 +418,11 @@ def generate(model, prompt, G, S, B, T, remasking, cfg_scale, threshold, seed, t
                 break
             if cfg_scale > 0:
                 u = [M] * P + x[P:]
-                both = model.forward([x, u]).astype(F32)
+                both = logits_of([x, u])
                 lc, lu = both[:len(x)], both[len(x):]
                 forwards += 2
             else:
-                lc, lu = model.forward([x]).astype(F32), None
+                lc, lu = logits_of([x]), None
                 forwards += 1
             picks, conf = {}, {}
             for i in masked:
@@ -428,12 +446,9 @@ def generate(model, prompt, G, S, B, T, remasking, cfg_scale, threshold, seed, t
                 x[i] = picks[i]["token"]
             step += 1
             if eos_stop:
-                ans = x[P:]
-                if eos in ans:
-                    e = ans.index(eos)
-                    if M not in ans[:e]:
-                        early = M in ans
-                        return [eos if t == M else t for t in ans], forwards, min_gap, early
+                out, early = final_answer(x, P, M, stops, eos)
+                if out is not None:
+                    return out, forwards, min_gap, early
     return x[P:], forwards, min_gap, early
 
 

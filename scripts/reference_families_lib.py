@@ -402,15 +402,6 @@ def timesteps(S):
             for i in range(S + 1)]
 
 
-def stop_check(x, P, M, stops, eos):
-    """eos_stop: the answer is final once a stop id has no mask before it. -> filled answer."""
-    ans = x[P:]
-    hits = [j for j, t in enumerate(ans) if t in stops]
-    if hits and M not in ans[:hits[0]]:
-        return [eos if t == M else t for t in ans], M in ans
-    return None, False
-
-
 def generate_dream(net, prompt, G, S, alg, T, top_k, top_p, alg_temp, seed, eos_stop, M):
     P, x = len(prompt), list(prompt) + [M] * G
     ts = timesteps(S)
@@ -455,41 +446,16 @@ def generate_dream(net, prompt, G, S, alg, T, top_k, top_p, alg_temp, seed, eos_
                 for j in ranked[:k]:
                     x[j] = picks[j]["token"]
         if eos_stop:
-            out, early = stop_check(x, P, M, net.stop_ids, net.eos_id)
+            out, early = ref.final_answer(x, P, M, net.stop_ids, net.eos_id)
             if out is not None:
                 return out, forwards, min_gap, early
     return x[P:], forwards, min_gap, False
 
 
 def generate_llada(net, prompt, G, S, B, T, top_k, top_p, seed, eos_stop, M):
-    """reference.py's generate() (low_confidence, no CFG / threshold), on net.logits (shifted
-    where the family is) and with a stop-id set."""
-    P, x = len(prompt), list(prompt) + [M] * G
-    assert G % B == 0 and S % (G // B) == 0
-    s = S // (G // B)
-    step, forwards, min_gap = 0, 0, math.inf
-    for b in range(G // B):
-        lo, hi = P + b * B, P + (b + 1) * B
-        k = sum(1 for i in range(lo, hi) if x[i] == M)
-        counts = [k // s + (1 if j < k % s else 0) for j in range(s)]
-        for j in range(s):
-            masked = [i for i in range(lo, hi) if x[i] == M]
-            if not masked:
-                break
-            lg = net.logits(x)
-            forwards += 1
-            picks = {i: ref.pick(lg[i], None, 0.0, T, top_k, top_p, seed, step, i, M)
-                     for i in masked}
-            min_gap = min([min_gap] + [r["gap"] for r in picks.values()])
-            n = min(counts[j], len(masked))
-            ranked = sorted(masked, key=lambda i: (-picks[i]["prob"], i))
-            if n < len(ranked):
-                min_gap = min(min_gap, picks[ranked[n - 1]]["prob"] - picks[ranked[n]]["prob"])
-            for i in ranked[:n]:
-                x[i] = picks[i]["token"]
-            step += 1
-            if eos_stop:
-                out, early = stop_check(x, P, M, net.stop_ids, net.eos_id)
-                if out is not None:
-                    return out, forwards, min_gap, early
-    return x[P:], forwards, min_gap, False
+    """reference.py's block loop (low_confidence, no CFG / threshold) on net.logits (shifted
+    where the family is) and with the family's stop-id set."""
+    def logits_of(seqs):
+        return np.concatenate([net.logits(q) for q in seqs], axis=0)
+    return ref.block_loop(logits_of, M, net.eos_id, net.stop_ids, prompt, G, S, B, T,
+                          "low_confidence", 0.0, None, seed, top_k, top_p, eos_stop)
