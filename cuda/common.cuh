@@ -7,8 +7,8 @@
 #include <cstring>
 #include <string>
 
-#include "backend.h"
 #include "common.h"
+#include "model/backend.h"
 #include "plan.h"
 
 namespace unmask::cuda {

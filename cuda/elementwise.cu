@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "common.cuh"
-#include "rng.h"
+#include "model/rng.h"
 
 namespace unmask::cuda {
 namespace {

@@ -18,8 +18,8 @@
 #include <limits>
 #include <vector>
 
-#include "backend.h"
-#include "rng.h"
+#include "model/backend.h"
+#include "model/rng.h"
 
 namespace unmask::pick {
 

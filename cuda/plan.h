@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "tensor.h"
+#include "io/tensor.h"
 
 namespace unmask::cuda_plan {
 

@@ -10,7 +10,7 @@ What it writes (default --out tests/fixtures; see tests/fixtures/README.md):
   tiny-f32-gqa/, tiny-bf16-tied/   random-weight models in the LLaDA format (config.json,
                                    model.safetensors, tokenizer.model)
   forward.json                     logits of ragged batches
-  pick.json                        single-row pick() results + raw noise values of src/rng.h
+  pick.json                        single-row pick() results + raw noise values of src/model/rng.h
   generate.json                    whole generations, token for token
 
 Tokenizer: sentencepiece BPE, vocab 400, byte_fallback, identity normalizer (keeps the file at
@@ -60,7 +60,7 @@ EOS_PIECE = "<|endoftext|>"
 F32 = np.float32
 
 # ----------------------------------------------------------------------------------------------
-# Counter-based noise, bit for bit as src/rng.h
+# Counter-based noise, bit for bit as src/model/rng.h
 # ----------------------------------------------------------------------------------------------
 
 _U = np.uint64
@@ -91,7 +91,7 @@ _libm_log = np.frompyfunc(math.log, 1, 1)
 
 
 def noise_gumbel(bits):
-    # math.log is the C library's log (as std::log in src/rng.h); numpy's SIMD log can differ by
+    # math.log is the C library's log (as std::log in src/model/rng.h); numpy's SIMD log can differ by
     # an ulp.
     return -_libm_log(-_libm_log(noise_uniform(bits))).astype(np.float64)
 

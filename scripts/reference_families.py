@@ -5,7 +5,7 @@ Interpreter: /usr/bin/python3 (Debian) with python3-numpy, python3-sentencepiece
 (as scripts/reference.py), plus the PyPI packages `tokenizers` (developed with 0.23.3) and
 `jinja2` (3.1.6):
     /usr/bin/python3 -m pip install --break-system-packages tokenizers jinja2
-No torch, no transformers, no network. Helpers (noise of src/rng.h, LLaDA-mode pick, bf16
+No torch, no transformers, no network. Helpers (noise of src/model/rng.h, LLaDA-mode pick, bf16
 rounding, safetensors writer, GAP_MIN) come from scripts/reference.py (unchanged); tokenizers,
 weights, the float64 forward, the Dream pick and both loops are in
 scripts/reference_families_lib.py; this file holds the cases and writes the fixtures.
@@ -26,7 +26,7 @@ LLaDA is not. The mask id is banned (-inf) in every pick. Dream-mode pick: lt = 
 top-p on softmax(lt) keeping sorted entry j iff the cumulative probability before j <= top_p,
 then top-k; probs/stats on the survivors. Dream loop: float32 linspace timesteps (eps =
 float32(1e-3), float32 ops, no FMA), origin / maskgit_plus / topk_margin / entropy, transfer and
-alg_temp noise from stream 3 (src/rng.h), index 0. min_gap as in reference.py, plus |u - p| of
+alg_temp noise from stream 3 (src/model/rng.h), index 0. min_gap as in reference.py, plus |u - p| of
 origin's transfer draws; a top-p/top-k boundary closer than GAP_MIN counts only where flipping it
 changes the token or the set of committed positions (confidence intervals).
 

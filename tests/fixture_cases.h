@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
-#include "sampler.h"
+#include "decode/sampler.h"
+#include "model/backend.h"
 
 namespace unmask::test {
 

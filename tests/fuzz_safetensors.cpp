@@ -3,7 +3,7 @@
 #include <cstdint>
 
 #include "common.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -8,8 +8,8 @@
 #include <fstream>
 #include <string>
 
-#include "bpe_tokenizer.h"
 #include "common.h"
+#include "tokenizer/bpe_tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string path = "/dev/shm/unmask_fuzz_tokenizer_" + std::to_string(getpid()) + ".json";

@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "cpu_backend.h"
+#include "model/cpu_backend.h"
 
 int main() {
   using namespace unmask;

@@ -10,11 +10,11 @@
 #include <set>
 #include <thread>
 
-#include "batch.h"
+#include "cli/batch.h"
+#include "cli/jsonl.h"
+#include "cli/progress.h"
 #include "common.h"
 #include "fixtures.h"
-#include "jsonl.h"
-#include "progress.h"
 
 using namespace unmask;
 using unmask::test::fixture;

@@ -5,11 +5,11 @@
 #include <cmath>
 #include <filesystem>
 
-#include "bench.h"
+#include "cli/bench.h"
 #include "common.h"
-#include "cpu_backend.h"
 #include "fixtures.h"
-#include "synthetic.h"
+#include "model/cpu_backend.h"
+#include "model/synthetic.h"
 
 using namespace unmask;
 using unmask::test::fixture;

@@ -14,7 +14,7 @@
 
 #include "common.h"
 #include "fixtures.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 using nlohmann::json;
 namespace fs = std::filesystem;

@@ -6,9 +6,9 @@
 #include <cctype>
 #include <sstream>
 
+#include "decode/engine.h"
+#include "decode/session.h"
 #include "fixtures.h"
-#include "engine.h"
-#include "session.h"
 
 using namespace unmask;
 

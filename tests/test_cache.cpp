@@ -1,9 +1,9 @@
 // KV caches (--cache prefix|dual): exactness where nothing changed, batch invariance, stats.
 #include <doctest/doctest.h>
 
-#include "engine.h"
+#include "decode/engine.h"
+#include "decode/session.h"
 #include "fixtures.h"
-#include "session.h"
 
 using namespace unmask;
 using unmask::test::fixture;

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "common.h"
-#include "config.h"
+#include "io/config.h"
 
 using nlohmann::json;
 

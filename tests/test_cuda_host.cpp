@@ -8,20 +8,20 @@
 #include <random>
 #include <vector>
 
-#include "../cuda/pick_select.h"
-#include "../cuda/plan.h"
-#include "../cuda/step_graph.h"
-#include "backend.h"
 #include "common.h"
-#include "cpu_backend.h"
-#include "engine.h"
+#include "cuda/pick_select.h"
+#include "cuda/plan.h"
+#include "cuda/step_graph.h"
+#include "decode/engine.h"
 #include "fixture_cases.h"
 #include "fixtures.h"
-#include "rng.h"
-#include "synthetic.h"
+#include "model/backend.h"
+#include "model/cpu_backend.h"
+#include "model/rng.h"
+#include "model/synthetic.h"
 
 #if defined(UNMASK_WITH_CUDA)
-#include "cuda_backend.h"
+#include "cuda/cuda_backend.h"
 #endif
 
 using namespace unmask;

@@ -2,11 +2,11 @@
 // scripts/reference_families.py: forward rows, chat rendering, and whole generations in both loops.
 #include <doctest/doctest.h>
 
-#include "chat.h"
-#include "engine.h"
+#include "decode/engine.h"
+#include "decode/session.h"
 #include "fixture_cases.h"
 #include "fixtures.h"
-#include "session.h"
+#include "tokenizer/chat.h"
 
 using namespace unmask;
 using unmask::test::fixture;

@@ -2,12 +2,12 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
-#include "cpu_backend.h"
-#include "engine.h"
+#include "decode/engine.h"
+#include "decode/session.h"
 #include "fixture_cases.h"
 #include "fixtures.h"
-#include "rng.h"
-#include "session.h"
+#include "model/cpu_backend.h"
+#include "model/rng.h"
 
 using namespace unmask;
 using unmask::test::settings_of;

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "common.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

@@ -2,8 +2,8 @@
 #include <doctest/doctest.h>
 
 #include "common.h"
-#include "dream_schedule.h"
-#include "sampler.h"
+#include "decode/dream_schedule.h"
+#include "decode/sampler.h"
 
 using namespace unmask;
 

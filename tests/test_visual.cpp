@@ -1,8 +1,8 @@
 // --visual: the canvas renderer as a pure function, display widths, and the CLI fallback.
 #include <doctest/doctest.h>
 
+#include "cli/visual.h"
 #include "fixtures.h"
-#include "visual.h"
 
 using namespace unmask;
 using unmask::test::fixture;

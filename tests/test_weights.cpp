@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "common.h"
-#include "config.h"
-#include "safetensors.h"
-#include "weights.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "io/weights.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

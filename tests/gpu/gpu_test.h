@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
 #include "common.h"
-#include "cuda_backend.h"
-#include "tensor.h"
+#include "cuda/cuda_backend.h"
+#include "io/tensor.h"
+#include "model/backend.h"
 
 namespace unmask::gpu_test {
 

@@ -6,13 +6,13 @@
 #include <fstream>
 #include <limits>
 
-#include "cpu_backend.h"
-#include "engine.h"
 #include "../fixture_cases.h"
+#include "decode/engine.h"
+#include "decode/sampler.h"
+#include "decode/session.h"
 #include "gpu_test.h"
-#include "sampler.h"
-#include "session.h"
-#include "tokenizer.h"
+#include "model/cpu_backend.h"
+#include "tokenizer/tokenizer.h"
 
 using namespace unmask;
 using unmask::test::check_pick;

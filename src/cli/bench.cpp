@@ -1,0 +1,462 @@
+// unmask bench: the settings matrix, warm-up and timed runs, the GEMM baseline and the reports.
+#include "cli/bench.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common.h"
+#include "decode/engine.h"
+#include "decode/session.h"
+#include "model/cpu_backend.h"
+#include "model/synthetic.h"
+
+#ifndef UNMASK_GIT_COMMIT
+#define UNMASK_GIT_COMMIT "unknown"
+#endif
+
+namespace unmask {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+struct BenchCase {
+  GenerationSettings settings;
+  int batch_size = 1;
+};
+
+struct BenchResult {
+  BenchCase bench_case;
+  int runs = 0;
+  int64_t generated_tokens = 0;   // per run (the last one; equal across runs at temperature 0)
+  int64_t forward_passes = 0;     // batched forwards per run
+  int64_t sequence_forwards = 0;  // per-request evaluations per run (a CFG step counts two)
+  double wall_seconds = 0;        // median over runs
+  double tokens_per_second = 0;   // median over runs
+  double steps_per_second = 0;    // median over runs
+  double ms_median = 0, ms_p90 = 0;  // over every forward of every timed run
+  double gflops = 0;              // FLOPs / forward time over the timed runs
+  size_t peak_bytes = 0;
+  std::optional<double> baseline_gflops;
+  std::optional<double> copy_gbps;  // backend copy bandwidth, bytes read + written per second
+  size_t weight_bytes = 0;
+  int64_t replayed_steps = 0;     // forwards whose layers replayed a recorded step (CUDA graphs)
+};
+
+std::string hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+// The model under test: a loaded session or a synthetic model over its own backend.
+struct Subject {
+  std::unique_ptr<Session> session;
+  std::unique_ptr<Backend> backend;  // synthetic only
+  std::unique_ptr<SyntheticModel> synthetic;
+  std::string name;
+  DType dtype = DType::F32;
+
+  Model& model() { return synthetic ? synthetic->model() : *session->model; }
+  Backend& be() { return synthetic ? *backend : *session->backend; }
+  bool is_synthetic() const { return synthetic != nullptr; }
+  // Weights live in the backend's own memory except on the CPU with a mapped file.
+  size_t peak_bytes() {
+    const bool mapped = !is_synthetic() && be().name() == "cpu";
+    return be().peak_bytes() + (mapped ? model().weight_bytes() : 0);
+  }
+};
+
+Subject open_subject(const BenchOptions& o) {
+  Subject s;
+  if (!o.synthetic.empty()) {
+    const SyntheticSpec spec = synthetic_spec(o.synthetic);
+    s.backend = make_backend(o.common.backend, o.common.threads);
+    s.synthetic = std::make_unique<SyntheticModel>(*s.backend, spec);
+    s.name = "synthetic:" + spec.name;
+    s.dtype = spec.dtype;
+  } else {
+    s.session = open_session(resolve_model_dir(o.common.model), o.common.backend, o.common.threads);
+    s.name = s.session->model_dir;
+    s.dtype = s.session->weights.embedding.dtype;
+  }
+  return s;
+}
+
+std::vector<BenchCase> make_cases(const BenchOptions& o, const ModelConfig& config, bool synthetic) {
+  std::vector<int> gen_lengths = o.gen_lengths;
+  if (gen_lengths.empty()) gen_lengths.push_back(resolve_settings({}, config).gen_length);
+  std::vector<BenchCase> cases;
+  for (int gen : gen_lengths) {
+    for (int batch : o.batch_sizes) {
+      const std::vector<std::optional<int>> steps =
+          o.steps.empty() ? std::vector<std::optional<int>>{std::nullopt}
+                          : std::vector<std::optional<int>>(o.steps.begin(), o.steps.end());
+      const std::vector<std::optional<int>> blocks =
+          o.block_lengths.empty()
+              ? std::vector<std::optional<int>>{std::nullopt}
+              : std::vector<std::optional<int>>(o.block_lengths.begin(), o.block_lengths.end());
+      const std::vector<std::string> caches =
+          o.caches.empty() ? std::vector<std::string>{"none"} : o.caches;
+      for (const auto& st : steps) {
+        for (const auto& bl : blocks) {
+         for (const std::string& cache : caches) {
+          GenerationOptions g;
+          g.cache = cache;
+          g.factor = o.factor;
+          g.gen_length = gen;
+          g.steps = st;
+          g.block_length = bl;
+          g.cfg_scale = o.cfg_scale;
+          g.threshold = o.threshold;
+          g.alg = o.alg;
+          // Synthetic weights may commit EOS anywhere: run every step so all shapes are timed.
+          g.eos_stop = !synthetic;
+          BenchCase c;
+          c.settings = resolve_settings(g, config);
+          c.batch_size = batch;
+          if (batch <= 0) fail_usage("--batch-size values must be positive");
+          validate_settings(c.settings, static_cast<size_t>(o.prompt_length), config);
+          cases.push_back(c);
+         }
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+// One run of `c`: batch_size requests started together, run to completion.
+struct RunOutcome {
+  double seconds = 0;
+  int64_t generated_tokens = 0;
+  EngineStats stats;
+};
+
+RunOutcome run_once(Subject& subject, const BenchCase& c, int prompt_length) {
+  Model& model = subject.model();
+  const ModelConfig& config = model.config();
+  std::vector<std::unique_ptr<Sampler>> owned;
+  std::vector<Sampler*> samplers;
+  for (int i = 0; i < c.batch_size; i++) {
+    GenerationSettings s = c.settings;
+    s.seed = static_cast<uint64_t>(i);
+    owned.push_back(std::make_unique<Sampler>(random_prompt(config, prompt_length, 1000 + i), s, config));
+    samplers.push_back(owned.back().get());
+  }
+  Engine engine(model);
+  const auto t0 = Clock::now();
+  engine.run(samplers);
+  model.backend().synchronize();
+  RunOutcome r;
+  r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  for (Sampler* s : samplers) {
+    // Synthetic models have no real EOS: every generated position counts.
+    r.generated_tokens += subject.is_synthetic() ? s->settings().gen_length
+                                                 : text_length(s->answer(), config.stop_token_ids);
+  }
+  r.stats = engine.stats();
+  return r;
+}
+
+// Mean seconds of one call of `op` on `be`, after one untimed call (first touch, lazy setup):
+// at least 3 calls and 0.3 s.
+template <class Op>
+double seconds_per_call(Backend& be, Op op) {
+  op();
+  be.synchronize();
+  int calls = 0;
+  double seconds = 0;
+  const auto t0 = Clock::now();
+  while (calls < 3 || seconds < 0.3) {
+    op();
+    be.synchronize();
+    calls++;
+    seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  return seconds / calls;
+}
+
+// The backend's matmul on the model's largest weight shape [mlp_hidden, d_model] with the case's
+// canvas rows: the same code path as the forward's GEMMs, without everything around them.
+double baseline_gflops(Subject& subject, int64_t rows) {
+  Backend& be = subject.be();
+  const ModelConfig& c = subject.model().config();
+  Tensor w = be.random_weight(c.mlp_hidden, c.d_model, subject.dtype, 0xBA5E, 0.02f);
+  Tensor x = be.random_weight(rows, c.d_model, DType::F32, 0xBA5F, 1.f);
+  Tensor out;
+  out.rows = rows;
+  out.cols = c.mlp_hidden;
+  out.data = be.alloc(out.n_bytes());
+  const double seconds = seconds_per_call(be, [&] { be.matmul(x, w, nullptr, out); });
+  be.free(out.data);
+  be.free(x.data);
+  be.free(w.data);
+  return 2.0 * static_cast<double>(rows) * c.d_model * c.mlp_hidden / seconds / 1e9;
+}
+
+// A copy of 256 MiB inside backend memory: the bandwidth ceiling for reading the weights.
+double copy_gbps(Subject& subject) {
+  Backend& be = subject.be();
+  const size_t bytes = size_t{256} << 20;
+  void* src = be.alloc(bytes);
+  void* dst = be.alloc(bytes);
+  const double seconds = seconds_per_call(be, [&] { be.copy(dst, src, bytes); });
+  be.free(dst);
+  be.free(src);
+  return 2.0 * static_cast<double>(bytes) / seconds / 1e9;
+}
+
+BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o) {
+  const GenerationSettings& s = c.settings;
+  const int32_t canvas = o.prompt_length + s.gen_length;
+  const int32_t seqs = c.batch_size * (s.cfg_scale > 0.f ? 2 : 1);
+  // Dream's loop reads every masked position of the answer, the block loop those of one block.
+  const int32_t wanted = s.alg == Algorithm::Llada ? s.block_length : s.gen_length;
+  subject.model().reserve(seqs * canvas, seqs * wanted, seqs);
+  for (int i = 0; i < o.warmup; i++) run_once(subject, c, o.prompt_length);
+
+  BenchResult r;
+  r.bench_case = c;
+  const int64_t replays_before = subject.model().backend().replayed_steps();
+  std::vector<double> walls, tok_s, steps_s, forward_ms;
+  double flops = 0, forward_seconds = 0;
+  for (int i = 0; i < o.repeat; i++) {
+    const RunOutcome run = run_once(subject, c, o.prompt_length);
+    walls.push_back(run.seconds);
+    tok_s.push_back(run.seconds > 0 ? run.generated_tokens / run.seconds : 0);
+    steps_s.push_back(run.seconds > 0 ? run.stats.forward_calls / run.seconds : 0);
+    forward_ms.insert(forward_ms.end(), run.stats.forward_ms.begin(), run.stats.forward_ms.end());
+    flops += run.stats.flops;
+    forward_seconds += run.stats.forward_seconds;
+    r.generated_tokens = run.generated_tokens;
+    r.forward_passes = run.stats.forward_calls;
+    r.sequence_forwards = run.stats.sequence_forwards;
+  }
+  r.runs = o.repeat;
+  r.replayed_steps = subject.model().backend().replayed_steps() - replays_before;
+  r.wall_seconds = percentile(walls, 0.5);
+  r.tokens_per_second = percentile(tok_s, 0.5);
+  r.steps_per_second = percentile(steps_s, 0.5);
+  r.ms_median = percentile(forward_ms, 0.5);
+  r.ms_p90 = percentile(forward_ms, 0.9);
+  r.gflops = forward_seconds > 0 ? flops / forward_seconds / 1e9 : 0;
+  r.peak_bytes = subject.peak_bytes();
+  r.weight_bytes = subject.model().weight_bytes();
+  if (o.baseline) {
+    r.baseline_gflops = baseline_gflops(subject, static_cast<int64_t>(seqs) * canvas);
+    r.copy_gbps = copy_gbps(subject);
+  }
+  return r;
+}
+
+ojson result_json(const BenchResult& r, int prompt_length) {
+  const GenerationSettings& s = r.bench_case.settings;
+  ojson j;
+  j["gen_length"] = s.gen_length;
+  j["batch_size"] = r.bench_case.batch_size;
+  j["steps"] = s.steps;
+  j["block_length"] = s.block_length;
+  j["alg"] = algorithm_name(s.alg);
+  j["prompt_length"] = prompt_length;
+  j["cfg_scale"] = s.cfg_scale;
+  j["threshold"] = s.threshold ? ojson(*s.threshold) : ojson(nullptr);
+  j["factor"] = s.factor ? ojson(*s.factor) : ojson(nullptr);
+  j["cache"] = cache_mode_name(s.cache);
+  j["runs"] = r.runs;
+  j["generated_tokens"] = r.generated_tokens;
+  j["wall_seconds"] = r.wall_seconds;
+  j["tokens_per_second"] = r.tokens_per_second;
+  j["steps_per_second"] = r.steps_per_second;
+  j["forward_passes"] = r.forward_passes;
+  j["sequence_forwards"] = r.sequence_forwards;
+  j["replayed_steps"] = r.replayed_steps;
+  j["ms_per_forward_median"] = r.ms_median;
+  j["ms_per_forward_p90"] = r.ms_p90;
+  j["gflops_per_second"] = r.gflops;
+  j["peak_memory_bytes"] = r.peak_bytes;
+  j["baseline_gflops_per_second"] = r.baseline_gflops ? ojson(*r.baseline_gflops) : ojson(nullptr);
+  j["baseline_fraction"] = r.baseline_gflops && *r.baseline_gflops > 0
+                               ? ojson(r.gflops / *r.baseline_gflops)
+                               : ojson(nullptr);
+  j["weight_bytes"] = r.weight_bytes;
+  j["copy_gbytes_per_second"] = r.copy_gbps ? ojson(*r.copy_gbps) : ojson(nullptr);
+  // Time to read every weight once at the copy's memory traffic rate, and the median forward
+  // against it (a memory-bound forward cannot beat 1).
+  const double read_ms = r.copy_gbps && *r.copy_gbps > 0
+                             ? static_cast<double>(r.weight_bytes) / (*r.copy_gbps * 1e9) * 1e3
+                             : 0.0;
+  j["weight_read_ms"] = read_ms > 0 ? ojson(read_ms) : ojson(nullptr);
+  j["forward_over_weight_read"] = read_ms > 0 ? ojson(r.ms_median / read_ms) : ojson(nullptr);
+  return j;
+}
+
+std::string csv_field(const ojson& v) {
+  if (v.is_null()) return "";
+  if (!v.is_string()) return v.dump();
+  std::string out = "\"";
+  for (char ch : v.get<std::string>()) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return out + "\"";
+}
+
+void print_csv(const ojson& report) {
+  const ojson& m = report["machine"];
+  const ojson prefix = {{"hostname", m["hostname"]}, {"cpu", m["cpu"]}, {"cores", m["cores"]},
+                        {"backend", report["backend"]}, {"device", report["device"]},
+                        {"git_commit", report["git_commit"]}, {"model", report["model"]["name"]}};
+  bool header = true;
+  for (const ojson& r : report["results"]) {
+    ojson row = prefix;
+    for (const auto& [key, value] : r.items()) row[key] = value;
+    std::string line;
+    if (header) {
+      for (const auto& [key, value] : row.items()) line += (line.empty() ? "" : ",") + key;
+      std::cout << line << "\n";
+      line.clear();
+      header = false;
+    }
+    for (const auto& [key, value] : row.items()) line += (line.empty() ? "" : ",") + csv_field(value);
+    std::cout << line << "\n";
+  }
+}
+
+void print_table(const ojson& report) {
+  std::printf("unmask bench: %s on %s (%s), commit %s\n",
+              report["model"]["name"].get<std::string>().c_str(),
+              report["backend"].get<std::string>().c_str(),
+              report["device"].get<std::string>().c_str(),
+              report["git_commit"].get<std::string>().c_str());
+  const bool baseline = !report["results"].empty() &&
+                        !report["results"][0]["baseline_gflops_per_second"].is_null();
+  std::printf("%6s %7s %6s %6s %6s %10s %8s %9s %9s %7s %9s %9s", "cache", "gen", "batch", "steps", "block",
+              "tok/s", "steps/s", "ms/fwd", "p90 ms", "fwd", "GFLOP/s", "peak MB");
+  if (baseline) std::printf(" %9s %6s %8s %8s", "GEMM GF/s", "frac", "copy GB/s", "fwd/read");
+  std::printf("\n");
+  for (const ojson& r : report["results"]) {
+    std::printf("%6s %7d %6d %6d %6d %10.1f %8.2f %9.2f %9.2f %7lld %9.2f %9.1f",
+                r["cache"].get<std::string>().c_str(), r["gen_length"].get<int>(), r["batch_size"].get<int>(), r["steps"].get<int>(),
+                r["block_length"].get<int>(), r["tokens_per_second"].get<double>(),
+                r["steps_per_second"].get<double>(), r["ms_per_forward_median"].get<double>(),
+                r["ms_per_forward_p90"].get<double>(),
+                static_cast<long long>(r["forward_passes"].get<int64_t>()),
+                r["gflops_per_second"].get<double>(),
+                r["peak_memory_bytes"].get<double>() / (1024.0 * 1024.0));
+    if (baseline)
+      std::printf(" %9.2f %6.2f %8.1f %8.2f", r["baseline_gflops_per_second"].get<double>(),
+                  r["baseline_fraction"].get<double>(), r["copy_gbytes_per_second"].get<double>(),
+                  r["forward_over_weight_read"].get<double>());
+    std::printf("\n");
+  }
+}
+
+}  // namespace
+
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double at = q * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(at);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (at - static_cast<double>(lo));
+}
+
+CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "Time generation over a matrix of settings (warm-up, then repeated runs)");
+  add_common_options(*cmd, o.common, {"text", "json", "csv"});
+  cmd->add_option("--synthetic", o.synthetic,
+                  "Random weights of a real shape instead of a model: llada-8b, dream-7b, default, "
+                  "or a config.json path");
+  cmd->add_option("--gen-length", o.gen_lengths, "Answer lengths, comma-separated (default: the model's)")
+      ->delimiter(',');
+  cmd->add_option("--batch-size", o.batch_sizes, "Requests per batch, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--steps", o.steps, "Sampling steps, comma-separated (default: gen-length)")
+      ->delimiter(',');
+  cmd->add_option("--block-length", o.block_lengths,
+                  "Block lengths, comma-separated (default: the model's, else 32)")
+      ->delimiter(',');
+  cmd->add_option("--alg", o.alg,
+                  "Unmasking loop: llada or Dream's origin, maskgit_plus, topk_margin, entropy "
+                  "(default: the model family's)");
+  cmd->add_option("--prompt-length", o.prompt_length, "Prompt tokens per request (random ids)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale (0: off)")
+      ->capture_default_str();
+  cmd->add_option("--threshold", o.threshold, "Parallel decoding confidence threshold");
+  cmd->add_option("--factor", o.factor, "Parallel decoding factor rule (see generate --help)");
+  cmd->add_option("--cache", o.caches, "KV cache modes to compare, comma-separated: none,prefix,dual")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"none", "prefix", "dual"}));
+  cmd->add_option("--warmup", o.warmup, "Untimed runs per configuration")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--repeat", o.repeat, "Timed runs per configuration")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_flag("--baseline", o.baseline,
+                "Also time the backend's matmul on the largest weight shape and report the "
+                "forward's fraction of it");
+  return cmd;
+}
+
+int run_bench(const BenchOptions& o) {
+  Subject subject = open_subject(o);
+  const ModelConfig& config = subject.model().config();
+  const std::vector<BenchCase> cases = make_cases(o, config, subject.is_synthetic());
+
+  ojson report;
+  report["unmask_version"] = UNMASK_VERSION;
+  report["git_commit"] = UNMASK_GIT_COMMIT;
+  report["machine"] = {{"hostname", hostname()}, {"cpu", cpu_model_name()},
+                       {"cores", std::thread::hardware_concurrency()}};
+  report["backend"] = subject.be().name();
+  report["device"] = subject.be().device();
+  report["model"] = {{"name", subject.name},
+                     {"synthetic", subject.is_synthetic()},
+                     {"d_model", config.d_model},
+                     {"n_layers", config.n_layers},
+                     {"n_heads", config.n_heads},
+                     {"n_kv_heads", config.n_kv_heads},
+                     {"mlp_hidden_size", config.mlp_hidden},
+                     {"vocab_size", config.vocab_size},
+                     {"weight_dtype", dtype_name(subject.dtype)},
+                     {"weight_bytes", subject.model().weight_bytes()}};
+  report["warmup"] = o.warmup;
+  report["repeat"] = o.repeat;
+  report["results"] = ojson::array();
+  for (size_t i = 0; i < cases.size(); i++) {
+    const BenchCase& c = cases[i];
+    if (!o.common.quiet)
+      std::cerr << "bench [" << i + 1 << "/" << cases.size() << "] gen-length "
+                << c.settings.gen_length << ", batch-size " << c.batch_size << ", steps "
+                << c.settings.steps << ", "
+                << (c.settings.alg == Algorithm::Llada
+                        ? "block-length " + std::to_string(c.settings.block_length)
+                        : std::string("alg ") + algorithm_name(c.settings.alg))
+                << "\n";
+    report["results"].push_back(result_json(run_case(subject, c, o), o.prompt_length));
+  }
+
+  if (o.common.format == "json") {
+    std::cout << report.dump(2) << "\n";
+  } else if (o.common.format == "csv") {
+    print_csv(report);
+  } else {
+    print_table(report);
+  }
+  std::cout.flush();
+  return kExitOk;
+}
+
+}  // namespace unmask

@@ -1,0 +1,212 @@
+// Hostile-input parsing of JSONL batch lines and of an output file being resumed.
+#include "cli/jsonl.h"
+
+#include <cmath>
+#include <fstream>
+#include <iterator>
+#include <limits>
+
+#include "common.h"
+#include "io/safetensors.h"  // printable()
+
+namespace unmask {
+
+using json = nlohmann::json;
+
+namespace {
+
+const char* kKnownKeys[] = {"id",          "prompt", "messages", "gen_length", "steps",
+                            "block_length", "remasking", "temperature", "top_k", "top_p",
+                            "cfg_scale",   "threshold", "seed",  "alg",     "alg_temp"};
+
+std::string known_keys() {
+  std::string s;
+  for (const char* k : kKnownKeys) s += (s.empty() ? "" : ", ") + std::string(k);
+  return s;
+}
+
+std::string describe(const json& v) {
+  switch (v.type()) {
+    case json::value_t::string: return "a string";
+    case json::value_t::array: return "an array";
+    case json::value_t::object: return "an object";
+    case json::value_t::boolean: return "a boolean";
+    case json::value_t::null: return "null";
+    case json::value_t::number_float: return "a fractional number";
+    default: return "an integer";
+  }
+}
+
+// Thrown inside parse_batch_line only; becomes the record's error.
+struct LineError {
+  std::string message;
+};
+
+[[noreturn]] void bad(const std::string& key, const std::string& want, const json& v) {
+  throw LineError{"'" + key + "' must be " + want + " (got " + describe(v) + ")"};
+}
+
+int int_field(const std::string& key, const json& v) {
+  if (!v.is_number_integer()) bad(key, "an integer", v);
+  if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int>::max())
+                             : (v.get<int64_t>() > std::numeric_limits<int>::max() ||
+                                v.get<int64_t>() < std::numeric_limits<int>::min()))
+    bad(key, "an integer that fits 32 bits", v);
+  return v.get<int>();
+}
+
+float number_field(const std::string& key, const json& v) {
+  if (!v.is_number() || !std::isfinite(v.get<double>())) bad(key, "a number", v);
+  return v.get<float>();
+}
+
+void parse_fields(const json& j, BatchLine& out) {
+  for (const auto& [key, value] : j.items()) {
+    bool known = false;
+    for (const char* k : kKnownKeys) known = known || key == k;
+    if (!known) throw LineError{"unknown key '" + printable(key, 40) + "' (known: " + known_keys() + ")"};
+  }
+  auto it = j.find("prompt");
+  auto messages = j.find("messages");
+  if (it != j.end() && messages != j.end()) throw LineError{"give either 'prompt' or 'messages', not both"};
+  if (it != j.end()) {
+    if (!it->is_string()) bad("prompt", "a string", *it);
+    out.prompt = it->get<std::string>();
+  } else if (messages != j.end()) {
+    if (!messages->is_array() || messages->empty()) bad("messages", "a non-empty array", *messages);
+    for (const json& m : *messages) {
+      if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
+          !m["content"].is_string())
+        throw LineError{"each of 'messages' must be an object with string 'role' and 'content'"};
+    }
+    out.messages = *messages;
+  } else {
+    throw LineError{"missing 'prompt' (or 'messages')"};
+  }
+
+  LineOverrides& o = out.overrides;
+  for (const auto& [key, value] : j.items()) {
+    if (key == "gen_length") o.gen_length = int_field(key, value);
+    else if (key == "steps") o.steps = int_field(key, value);
+    else if (key == "block_length") o.block_length = int_field(key, value);
+    else if (key == "top_k") o.top_k = int_field(key, value);
+    else if (key == "temperature") o.temperature = number_field(key, value);
+    else if (key == "top_p") o.top_p = number_field(key, value);
+    else if (key == "cfg_scale") o.cfg_scale = number_field(key, value);
+    else if (key == "alg_temp") o.alg_temp = number_field(key, value);
+    else if (key == "threshold")
+      o.threshold = value.is_null() ? std::optional<float>() : std::optional<float>(number_field(key, value));
+    else if (key == "remasking" || key == "alg") {
+      if (!value.is_string()) bad(key, "a string", value);
+      (key == "alg" ? o.alg : o.remasking) = value.get<std::string>();
+    } else if (key == "seed") {
+      if (!value.is_number_unsigned() && !(value.is_number_integer() && value.get<int64_t>() >= 0))
+        bad(key, "a non-negative integer", value);
+      o.seed = value.get<uint64_t>();
+    }
+  }
+}
+
+}  // namespace
+
+BatchLine parse_batch_line(const std::string& text, int line) {
+  BatchLine out;
+  out.line = line;
+  out.id = line;
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    out.error = "invalid JSON";
+    return out;
+  }
+  if (!j.is_object()) {
+    out.error = "not a JSON object (got " + describe(j) + ")";
+    return out;
+  }
+  if (auto id = j.find("id"); id != j.end()) {
+    if (id->is_string() || id->is_number_integer()) {
+      out.id = *id;
+    } else {
+      out.error = "'id' must be a string or an integer (got " + describe(*id) + ")";
+      return out;
+    }
+  }
+  try {
+    parse_fields(j, out);
+  } catch (const LineError& e) {
+    out.error = e.message;
+  }
+  return out;
+}
+
+GenerationOptions apply_overrides(GenerationOptions base, const LineOverrides& o) {
+  if (o.gen_length) base.gen_length = *o.gen_length;
+  if (o.steps) base.steps = *o.steps;
+  if (o.block_length) base.block_length = *o.block_length;
+  if (o.top_k) base.top_k = *o.top_k;
+  if (o.temperature) base.temperature = *o.temperature;
+  if (o.top_p) base.top_p = *o.top_p;
+  if (o.cfg_scale) base.cfg_scale = *o.cfg_scale;
+  if (o.threshold) base.threshold = *o.threshold;
+  if (o.remasking) base.remasking = *o.remasking;
+  if (o.alg) base.alg = *o.alg;
+  if (o.alg_temp) base.alg_temp = *o.alg_temp;
+  if (o.seed) base.seed = *o.seed;
+  return base;
+}
+
+std::string id_key(const json& id) { return id.dump(); }
+
+std::string id_text(const json& id) { return id.is_string() ? printable(id.get<std::string>(), 60) : id.dump(); }
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(std::move(line));
+    start = end + 1;
+  }
+  return lines;
+}
+
+bool is_blank(const std::string& line) {
+  return line.find_first_not_of(" \t\r\f\v") == std::string::npos;
+}
+
+ExistingOutput read_existing_output(const std::string& path) {
+  ExistingOutput out;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return out;
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t start = 0;
+  int line = 0;
+  while (start < text.size()) {
+    line++;
+    const size_t end = text.find('\n', start);
+    const bool terminated = end != std::string::npos;
+    const std::string record = text.substr(start, (terminated ? end : text.size()) - start);
+    const size_t next = terminated ? end + 1 : text.size();
+    start = next;
+    if (terminated && is_blank(record)) {
+      out.good_bytes = next;
+      continue;
+    }
+    json j = json::parse(record, nullptr, /*allow_exceptions=*/false);
+    if (!terminated || j.is_discarded() || !j.is_object() || !j.contains("id")) {
+      // A crash mid-write leaves at most the last line torn; damage earlier is not ours to fix.
+      if (!is_blank(text.substr(next)))
+        fail_input(path + ":" + std::to_string(line) +
+                   ": not a complete output record; only a torn last line can be resumed over");
+      out.torn = true;
+      return out;
+    }
+    out.ids[id_key(j["id"])] = j.contains("error");
+    out.good_bytes = next;
+  }
+  return out;
+}
+
+}  // namespace unmask

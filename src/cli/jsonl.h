@@ -1,0 +1,59 @@
+// JSONL batch records: input lines parsed into requests, output records, and reading back an output.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/options.h"
+
+namespace unmask {
+
+// Per-line overrides of the generation options; unset ones keep the command line's values.
+struct LineOverrides {
+  std::optional<int> gen_length, steps, block_length, top_k;
+  std::optional<float> temperature, top_p, cfg_scale, alg_temp;
+  std::optional<std::optional<float>> threshold;  // engaged null: threshold off for this line
+  std::optional<std::string> remasking, alg;
+  std::optional<uint64_t> seed;
+};
+
+// One non-blank input line.
+struct BatchLine {
+  int line = 0;              // 1-based line number in the input
+  nlohmann::json id;         // string or integer; the line number when absent or unusable
+  std::string error;         // non-empty: this line becomes an error record
+  std::string prompt;
+  nlohmann::json messages;   // null unless the line gave "messages"
+  LineOverrides overrides;
+};
+
+// Parses one line (without its newline). Never throws: problems become `error`.
+BatchLine parse_batch_line(const std::string& text, int line);
+
+// The options of one line: `base` with its overrides applied.
+GenerationOptions apply_overrides(GenerationOptions base, const LineOverrides& o);
+
+// A canonical key for an id, so 7 and "7" stay different ids.
+std::string id_key(const nlohmann::json& id);
+std::string id_text(const nlohmann::json& id);  // for messages: 7 or "seven"
+
+// Splits input text into lines (\n or \r\n). A final line without newline still counts.
+std::vector<std::string> split_lines(const std::string& text);
+bool is_blank(const std::string& line);
+
+// What an existing output file already holds, for --resume.
+struct ExistingOutput {
+  std::map<std::string, bool> ids;  // id_key -> whether the record is an error record
+  size_t good_bytes = 0;            // length of the complete, parseable records
+  bool torn = false;                // an unterminated or unparseable last line follows them
+};
+
+// Reads `path` (missing: empty). A damaged line other than the last one is a fail_input naming it.
+ExistingOutput read_existing_output(const std::string& path);
+
+}  // namespace unmask

@@ -1,0 +1,233 @@
+// unmask command line: generate (default), batch, bench and info; errors mapped to exit codes.
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "cli/batch.h"
+#include "cli/bench.h"
+#include "cli/options.h"
+#include "cli/output.h"
+#include "cli/visual.h"
+#include "common.h"
+#include "decode/engine.h"
+#include "decode/session.h"
+
+namespace unmask {
+namespace {
+
+std::string read_prompt(const std::string& argument) {
+  if (!argument.empty() && argument != "-") return argument;
+  std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  return text;
+}
+
+// Steps the sampler alone, redrawing its canvas after each commit.
+void run_visual(Engine& engine, Sampler& sampler, const Session& session) {
+  CanvasStyle style;
+  style.mask_id = session.config.mask_token_id;
+  style.stop_ids = session.config.stop_token_ids;
+  style.color = color_wanted();
+  CanvasDisplay display(stderr, *session.tokenizer, style, terminal_columns(STDERR_FILENO));
+  display.draw(sampler.answer());
+  while (!sampler.done()) {
+    engine.step({&sampler});
+    display.draw(sampler.answer());
+  }
+  display.finish();
+}
+
+int run_generate(const CommonOptions& common, const GenerationOptions& gen,
+                 const PromptOptions& prompt_options, const std::string& prompt_arg, bool visual) {
+  auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
+                              common.mask_id);
+  const GenerationSettings settings = resolve_settings(gen, session->config);
+  const std::string prompt = read_prompt(prompt_arg);
+
+  const auto t_tok = std::chrono::steady_clock::now();
+  std::vector<int32_t> prompt_ids =
+      encode_prompt(*session, prompt, prompt_options.chat, prompt_options.system);
+  const double tokenize_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_tok).count();
+
+  Sampler sampler(prompt_ids, settings, session->config);
+  Engine engine(*session->model);
+  engine.reserve(1, static_cast<int32_t>(sampler.canvas().size()), sampler.uses_cfg(),
+                 settings.cache != CacheMode::None);
+  const auto t0 = std::chrono::steady_clock::now();
+  // Not a terminal: --visual falls back to the plain output.
+  if (visual && visual_available(STDERR_FILENO)) {
+    run_visual(engine, sampler, *session);
+  } else {
+    engine.run({&sampler});
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const std::vector<int32_t> answer = sampler.answer();
+  const std::string text = decode_text(*session->tokenizer, answer, session->config.stop_token_ids);
+  RunStats stats;
+  stats.prompt_tokens = static_cast<int>(prompt_ids.size());
+  stats.generated_tokens = text_length(answer, session->config.stop_token_ids);
+  stats.steps = sampler.steps_done();
+  stats.forward_passes = sampler.forwards();
+  stats.stopped_early = sampler.stopped_early();
+  stats.seconds = seconds;
+  stats.load_seconds = session->load_seconds;
+  stats.tokenize_seconds = tokenize_seconds;
+  stats.flops = engine.stats().flops;
+  stats.backend = session->backend->name();
+  stats.device = session->backend->device();
+  // The CPU backend leaves weights in the file mapping; the CUDA backend counts its own copy.
+  stats.peak_memory_bytes = session->backend->peak_bytes() +
+                            (session->backend->name() == "cpu" ? session->model->weight_bytes() : 0);
+  stats.decoding = decoding_stats_json(sampler);
+  stats.full_forward_seconds = engine.stats().full_seconds;
+  stats.cached_forward_seconds = engine.stats().cached_seconds;
+
+  if (common.format == "json") {
+    nlohmann::json j;
+    j["text"] = text;
+    j["prompt_ids"] = prompt_ids;
+    j["ids"] = answer;
+    j["settings"] = settings_json(settings);
+    j["stats"] = stats_json(stats);
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << text << "\n";
+    if (!common.quiet) std::cerr << stats_line(stats) << "\n";
+  }
+  std::cout.flush();
+  return kExitOk;
+}
+
+int run_info(const CommonOptions& common) {
+  auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
+                              common.mask_id);
+  const ModelConfig& c = session->config;
+  size_t params = 0;
+  for (const auto& [name, info] : session->store->tensors()) {
+    size_t n = 1;
+    for (int64_t d : info.shape) n *= static_cast<size_t>(d);
+    params += n;
+  }
+  nlohmann::ordered_json j;
+  j["model_dir"] = session->model_dir;
+  j["family"] = c.family;
+  j["shifted_logits"] = c.shifted_logits;
+  j["default_alg"] = algorithm_name(default_algorithm(c));
+  j["d_model"] = c.d_model;
+  j["n_layers"] = c.n_layers;
+  j["n_heads"] = c.n_heads;
+  j["n_kv_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["mlp_hidden_size"] = c.mlp_hidden;
+  j["vocab_size"] = c.vocab_size;
+  j["embedding_size"] = c.embedding_size;
+  j["max_sequence_length"] = c.max_seq_len;
+  j["weight_tying"] = c.weight_tying;
+  j["parameters"] = params;
+  j["weight_bytes"] = session->store->total_bytes();
+  j["weight_dtype"] = dtype_name(session->weights.embedding.dtype);
+  j["tokenizer"] = session->tokenizer->kind();
+  j["tokenizer_files"] = session->tokenizer->source();
+  j["tokenizer_pieces"] = session->tokenizer->vocab_size();
+  j["mask_token_id"] = c.mask_token_id;
+  j["mask_token"] = session->tokenizer->piece(c.mask_token_id);
+  j["stop_token_ids"] = c.stop_token_ids;
+  nlohmann::ordered_json stop_pieces = nlohmann::ordered_json::array();
+  for (int32_t id : c.stop_token_ids) stop_pieces.push_back(session->tokenizer->piece(id));
+  j["stop_tokens"] = stop_pieces;
+  j["chat_template"] = session->chat.name();
+  if (!session->chat.default_system.empty()) j["chat_default_system"] = session->chat.default_system;
+  j["backend"] = session->backend->name();
+  j["device"] = session->backend->device();
+  if (common.format == "json") {
+    std::cout << j.dump(2) << "\n";
+  } else {
+    for (const auto& [key, value] : j.items())
+      std::cout << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump()) << "\n";
+  }
+  return kExitOk;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"unmask: run masked-diffusion language models (LLaDA, Dream, llama-format) locally.\n"
+               "Text goes to stdout; stats and progress to stderr.",
+               "unmask"};
+  app.set_version_flag("--version", std::string("unmask ") + UNMASK_VERSION);
+  app.require_subcommand(0, 1);
+  app.footer("Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 bad model or input file,\n"
+             "4 batch done with failed records, 130 interrupted.\n"
+             "Run 'unmask SUBCOMMAND --help' for the options of a subcommand; man unmask for more.");
+
+  CommonOptions common;
+  GenerationOptions gen;
+  PromptOptions prompt_options;
+  std::string prompt;
+  bool visual = false;
+  // `unmask [OPTIONS] PROMPT` and `unmask generate [OPTIONS] PROMPT` are the same command.
+  CLI::App* generate = app.add_subcommand("generate", "Generate an answer for one prompt (default)");
+  for (CLI::App* target : {static_cast<CLI::App*>(&app), generate}) {
+    add_common_options(*target, common);
+    add_generation_options(*target, gen);
+    add_prompt_options(*target, prompt_options);
+    target->add_flag("--visual", visual,
+                     "Show the canvas filling in on stderr (a terminal only; NO_COLOR: no colour)");
+    target->add_option("prompt", prompt, "Prompt text; read from stdin when absent or '-'");
+  }
+  BatchOptions batch;
+  CLI::App* batch_cmd = add_batch_command(app, batch);
+  BenchOptions bench;
+  CLI::App* bench_cmd = add_bench_command(app, bench);
+  CommonOptions info_common;
+  CLI::App* info = app.add_subcommand("info", "Show model, tokenizer, backend and device facts");
+  add_common_options(*info, info_common);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "unmask: " << e.what() << " (see unmask --help)\n";
+    return kExitUsage;
+  }
+  if (info->parsed()) return run_info(info_common);
+  if (batch_cmd->parsed()) return run_batch(batch);
+  if (bench_cmd->parsed()) return run_bench(bench);
+  return run_generate(common, gen, prompt_options, prompt, visual);
+}
+
+}  // namespace
+}  // namespace unmask
+
+int main(int argc, char** argv) {
+  // note: OpenMP workers spin while waiting by default. On a machine whose cores are busy, every
+  // barrier then waits for a descheduled thread's time slice: a step measured 20x slower on two
+  // loaded cores. The policy is read when libgomp loads, before main, so it is set by running
+  // ourselves again once; an explicit OMP_WAIT_POLICY from the user is kept.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+  }
+  try {
+    return unmask::run(argc, argv);
+  } catch (const unmask::Error& e) {
+    std::cerr << "unmask: " << e.what() << "\n";
+    return e.exit_code();
+  } catch (const std::bad_alloc&) {
+    std::cerr << "unmask: out of memory\n";
+    return unmask::kExitRuntime;
+  } catch (const std::exception& e) {
+    std::cerr << "unmask: " << e.what() << "\n";
+    return unmask::kExitRuntime;
+  }
+}

@@ -1,0 +1,124 @@
+// Registration of the shared CLI options (same order as the man page) and default resolution.
+#include "cli/options.h"
+
+#include "common.h"
+
+namespace unmask {
+
+void add_common_options(CLI::App& app, CommonOptions& o, const std::vector<std::string>& formats) {
+  app.add_option("-m,--model", o.model,
+                 "Model directory (config.json, *.safetensors, tokenizer); default: $UNMASK_MODEL, "
+                 "else the bundled model");
+  app.add_option("--backend", o.backend, "Compute backend: auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0: OMP_NUM_THREADS or all cores)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  if (!formats.empty()) {
+    std::string names;
+    for (const std::string& f : formats) names += (names.empty() ? "" : ", ") + f;
+    o.format = formats.front();
+    app.add_option("--format", o.format, "Output format: " + names)
+        ->check(CLI::IsMember(formats))
+        ->capture_default_str();
+  }
+  app.add_option("--mask-id", o.mask_id,
+                 "Token id of [MASK], overriding config.json (llama-format dLLMs store none; "
+                 "DiffuLLaMA: 811)");
+  app.add_flag("-q,--quiet", o.quiet, "No stats or progress on stderr");
+}
+
+void add_generation_options(CLI::App& app, GenerationOptions& o) {
+  app.add_option("--gen-length", o.gen_length,
+                 "Answer length in tokens (default: the model's, else 128)");
+  app.add_option("--steps", o.steps, "Sampling steps in all (default: gen-length)");
+  app.add_option("--block-length", o.block_length,
+                 "Semi-autoregressive block length; must divide gen-length (default: the model's, "
+                 "else 32)");
+  app.add_option("--temperature", o.temperature, "Gumbel-noise temperature; 0 is greedy")
+      ->capture_default_str();
+  app.add_option("--top-k", o.top_k, "Sample only among the k most likely tokens (0: off)")
+      ->capture_default_str();
+  app.add_option("--top-p", o.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  app.add_option("--alg", o.alg,
+                 "Unmasking loop: llada (semi-autoregressive blocks) or Dream's whole-answer loop "
+                 "with origin, maskgit_plus, topk_margin or entropy (default: llada for LLaDA "
+                 "models, entropy for Dream, maskgit_plus for llama-format)");
+  app.add_option("--alg-temp", o.alg_temp,
+                 "Dream's loop: sample the positions to commit by softmax(confidence / alg-temp) "
+                 "(0: the most confident)")
+      ->capture_default_str();
+  app.add_option("--remasking", o.remasking,
+                 "Block loop: which masked positions to commit first, low_confidence or random")
+      ->capture_default_str();
+  app.add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale (0: off)")
+      ->capture_default_str();
+  app.add_option("--threshold", o.threshold,
+                 "Parallel decoding: also commit every position with confidence >= this value");
+  app.add_option("--factor", o.factor,
+                 "Parallel decoding: the n-th most confident position also commits while its "
+                 "confidence >= 1 - factor/(n+1)");
+  app.add_option("--cache", o.cache,
+                 "KV cache across a block's steps: none, prefix or dual (an approximation; "
+                 "none reproduces the reference)")
+      ->capture_default_str();
+  app.add_option("--seed", o.seed, "Seed of the counter-based noise")->capture_default_str();
+  app.add_flag("--eos-stop,!--no-eos-stop", o.eos_stop,
+               "Stop once the text is final (an EOS committed with nothing masked before it); "
+               "never changes the text (default on)");
+  app.add_flag("--no-eos", o.no_eos, "Never choose EOS/EOT (their logits are -inf)");
+  app.add_flag("--eos-last", o.eos_last,
+               "Give EOS/EOT picks the lowest confidence, so they are committed last");
+}
+
+void add_prompt_options(CLI::App& app, PromptOptions& o) {
+  app.add_flag("--chat", o.chat,
+               "Wrap the prompt in the model's chat template (LLaDA header turns or ChatML) as a "
+               "user turn, followed by the assistant's header");
+  app.add_option("--system", o.system, "System message for --chat");
+}
+
+GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config) {
+  GenerationSettings s;
+  const GenerationDefaults& d = config.defaults;
+  s.gen_length = o.gen_length.value_or(d.gen_length > 0 ? d.gen_length : 128);
+  if (o.block_length) {
+    s.block_length = *o.block_length;
+  } else if (d.block_length > 0 && s.gen_length % d.block_length == 0) {
+    s.block_length = d.block_length;
+  } else if (s.gen_length % 32 == 0) {
+    s.block_length = 32;
+  } else {
+    s.block_length = s.gen_length;
+  }
+  if (o.steps) {
+    s.steps = *o.steps;
+  } else if (!o.gen_length && d.steps > 0) {
+    s.steps = d.steps;
+  } else {
+    s.steps = s.gen_length;
+  }
+  s.temperature = o.temperature;
+  s.top_k = o.top_k;
+  s.top_p = o.top_p;
+  s.remasking = parse_remasking(o.remasking);
+  s.cfg_scale = o.cfg_scale;
+  s.threshold = o.threshold;
+  s.factor = o.factor;
+  s.no_eos = o.no_eos;
+  s.eos_last = o.eos_last;
+  s.cache = parse_cache_mode(o.cache);
+  s.seed = o.seed;
+  s.eos_stop = o.eos_stop;
+  s.alg = o.alg.empty() ? default_algorithm(config) : parse_algorithm(o.alg);
+  s.alg_temp = o.alg_temp;
+  if (s.alg != Algorithm::Llada) {
+    if (o.block_length) fail_usage("--block-length applies to --alg llada only (Dream's loop has no blocks)");
+    if (s.remasking != Remasking::LowConfidence)
+      fail_usage("--remasking applies to --alg llada only; Dream's loop chooses by --alg");
+  }
+  return s;
+}
+
+}  // namespace unmask

@@ -1,0 +1,82 @@
+// JSON and human-readable renderings of settings and run statistics.
+#include "cli/output.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace unmask {
+
+nlohmann::json settings_json(const GenerationSettings& s) {
+  nlohmann::json j;
+  j["gen_length"] = s.gen_length;
+  j["steps"] = s.steps;
+  // Dream's loop has no blocks.
+  j["block_length"] = s.alg == Algorithm::Llada ? nlohmann::json(s.block_length) : nlohmann::json(nullptr);
+  j["temperature"] = s.temperature;
+  j["top_k"] = s.top_k;
+  j["top_p"] = s.top_p;
+  j["remasking"] = remasking_name(s.remasking);
+  j["cfg_scale"] = s.cfg_scale;
+  j["threshold"] = s.threshold ? nlohmann::json(*s.threshold) : nlohmann::json(nullptr);
+  j["seed"] = s.seed;
+  j["factor"] = s.factor ? nlohmann::json(*s.factor) : nlohmann::json(nullptr);
+  j["eos_stop"] = s.eos_stop;
+  j["no_eos"] = s.no_eos;
+  j["eos_last"] = s.eos_last;
+  j["cache"] = cache_mode_name(s.cache);
+  j["alg"] = algorithm_name(s.alg);
+  j["alg_temp"] = s.alg_temp;
+  return j;
+}
+
+nlohmann::json stats_json(const RunStats& s) {
+  nlohmann::json j;
+  j["prompt_tokens"] = s.prompt_tokens;
+  j["generated_tokens"] = s.generated_tokens;
+  j["steps"] = s.steps;
+  j["forward_passes"] = s.forward_passes;
+  j["stopped_early"] = s.stopped_early;
+  j["seconds"] = s.seconds;
+  j["tokens_per_second"] = s.tokens_per_second();
+  j["ms_per_step"] = s.ms_per_step();
+  j["load_seconds"] = s.load_seconds;
+  j["tokenize_seconds"] = s.tokenize_seconds;
+  j["gflops_per_second"] = s.seconds > 0 ? s.flops / s.seconds / 1e9 : 0.0;
+  j["backend"] = s.backend;
+  j["device"] = s.device;
+  j["peak_memory_bytes"] = s.peak_memory_bytes;
+  j["full_forward_seconds"] = s.full_forward_seconds;
+  j["cached_forward_seconds"] = s.cached_forward_seconds;
+  for (const auto& [key, value] : s.decoding.items()) j[key] = value;
+  return j;
+}
+
+nlohmann::json decoding_stats_json(const Sampler& s) {
+  const std::vector<int>& commits = s.commits_per_step();
+  int max_commits = 0;
+  double total = 0;
+  for (int c : commits) {
+    max_commits = std::max(max_commits, c);
+    total += c;
+  }
+  nlohmann::json j;
+  j["forwards_per_block"] = s.steps_per_block();
+  j["tokens_per_step_mean"] = commits.empty() ? 0.0 : total / static_cast<double>(commits.size());
+  j["tokens_per_step_max"] = max_commits;
+  j["cache_refreshes"] = s.cache_refreshes();
+  j["cached_steps"] = s.cached_steps();
+  return j;
+}
+
+std::string stats_line(const RunStats& s) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%d tokens in %.3f s (%.1f tok/s); %d steps, %.2f ms/step, %d forward passes%s; "
+                "%.1f GFLOP/s on %s; load %.2f s",
+                s.generated_tokens, s.seconds, s.tokens_per_second(), s.steps, s.ms_per_step(),
+                s.forward_passes, s.stopped_early ? " (stopped early: text final)" : "",
+                s.seconds > 0 ? s.flops / s.seconds / 1e9 : 0.0, s.backend.c_str(), s.load_seconds);
+  return buf;
+}
+
+}  // namespace unmask

@@ -1,0 +1,42 @@
+// Formatting of results and stats: the JSON object of --format json and the stderr summary.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "decode/engine.h"
+#include "decode/sampler.h"
+
+namespace unmask {
+
+struct RunStats {
+  int prompt_tokens = 0;
+  int generated_tokens = 0;   // answer tokens before the first EOS/EOT
+  int steps = 0;
+  int forward_passes = 0;     // model evaluations; a CFG step counts two
+  bool stopped_early = false;
+  double seconds = 0;         // first forward to last
+  double load_seconds = 0;
+  double tokenize_seconds = 0;
+  double flops = 0;
+  std::string backend, device;
+  size_t peak_memory_bytes = 0;
+  nlohmann::json decoding;            // decoding_stats_json of the request
+  double full_forward_seconds = 0;    // forwards over whole canvases
+  double cached_forward_seconds = 0;  // forwards that reused the KV cache
+
+  double tokens_per_second() const { return seconds > 0 ? generated_tokens / seconds : 0; }
+  double ms_per_step() const { return steps > 0 ? 1000.0 * seconds / steps : 0; }
+};
+
+nlohmann::json settings_json(const GenerationSettings& s);
+nlohmann::json stats_json(const RunStats& s);
+// How one request decoded: forward passes per block, tokens committed per step (mean, max),
+// KV-cache refreshes and cached steps.
+nlohmann::json decoding_stats_json(const Sampler& s);
+// One line for stderr: "12 tokens in 0.41 s (29.3 tok/s), 64 steps, 6.4 ms/step, ...".
+std::string stats_line(const RunStats& s);
+
+}  // namespace unmask

@@ -1,0 +1,341 @@
+// The unmasking loops: LLaDA's blocks (transfer schedule, remasking, threshold) and Dream's
+// timestep schedule; the early exit and the stats are shared.
+#include "decode/sampler.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "common.h"
+#include "decode/dream_schedule.h"
+#include "model/rng.h"
+
+namespace unmask {
+
+const char* remasking_name(Remasking r) {
+  return r == Remasking::Random ? "random" : "low_confidence";
+}
+
+Remasking parse_remasking(const std::string& name) {
+  if (name == "low_confidence") return Remasking::LowConfidence;
+  if (name == "random") return Remasking::Random;
+  fail_usage("--remasking: unknown strategy '" + name + "' (choose low_confidence or random)");
+}
+
+namespace {
+struct AlgorithmName {
+  Algorithm alg;
+  const char* name;
+};
+constexpr AlgorithmName kAlgorithms[] = {
+    {Algorithm::Llada, "llada"},           {Algorithm::Origin, "origin"},
+    {Algorithm::MaskgitPlus, "maskgit_plus"}, {Algorithm::TopkMargin, "topk_margin"},
+    {Algorithm::Entropy, "entropy"},
+};
+}  // namespace
+
+const char* algorithm_name(Algorithm a) {
+  for (const AlgorithmName& n : kAlgorithms)
+    if (n.alg == a) return n.name;
+  return "?";
+}
+
+Algorithm parse_algorithm(const std::string& name) {
+  for (const AlgorithmName& n : kAlgorithms)
+    if (name == n.name) return n.alg;
+  fail_usage("--alg: unknown algorithm '" + name +
+             "' (choose llada, origin, maskgit_plus, topk_margin or entropy)");
+}
+
+Algorithm default_algorithm(const ModelConfig& config) {
+  if (config.family == "dream") return Algorithm::Entropy;
+  if (config.family == "llama") return Algorithm::MaskgitPlus;
+  return Algorithm::Llada;
+}
+
+const char* cache_mode_name(CacheMode m) {
+  switch (m) {
+    case CacheMode::Prefix: return "prefix";
+    case CacheMode::Dual: return "dual";
+    default: return "none";
+  }
+}
+
+CacheMode parse_cache_mode(const std::string& name) {
+  if (name == "none") return CacheMode::None;
+  if (name == "prefix") return CacheMode::Prefix;
+  if (name == "dual") return CacheMode::Dual;
+  fail_usage("--cache: unknown mode '" + name + "' (choose none, prefix or dual)");
+}
+
+void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config) {
+  auto need = [](bool ok, const std::string& message) {
+    if (!ok) fail_usage(message);
+  };
+  need(s.gen_length > 0, "--gen-length must be positive (got " + std::to_string(s.gen_length) + ")");
+  need(s.block_length > 0, "--block-length must be positive (got " + std::to_string(s.block_length) + ")");
+  need(s.steps > 0, "--steps must be positive (got " + std::to_string(s.steps) + ")");
+  if (s.alg == Algorithm::Llada) {
+    need(s.gen_length % s.block_length == 0,
+         "--gen-length " + std::to_string(s.gen_length) + " is not a multiple of --block-length " +
+             std::to_string(s.block_length) + "; change one so that it divides the other");
+    const int blocks = s.gen_length / s.block_length;
+    need(s.steps % blocks == 0, "--steps " + std::to_string(s.steps) + " is not divisible by the " +
+                                    std::to_string(blocks) +
+                                    " blocks (gen-length / block-length); use a multiple of " +
+                                    std::to_string(blocks));
+    need(s.alg_temp == 0.f, "--alg-temp applies to Dream's loop (--alg maskgit_plus, topk_margin "
+                            "or entropy), not to --alg llada");
+  } else {
+    const std::string dream = std::string(" applies to --alg llada only, not to Dream's loop (--alg ") +
+                              algorithm_name(s.alg) + ")";
+    need(!s.threshold && !s.factor, "--threshold/--factor" + dream);
+    need(s.cache == CacheMode::None, "--cache" + dream);
+    need(!s.eos_last, "--eos-last" + dream);
+    need(s.alg_temp >= 0.f, "--alg-temp must be >= 0");
+    need(s.alg != Algorithm::Origin || s.alg_temp == 0.f,
+         "--alg-temp has no effect with --alg origin (it commits random positions already)");
+    need(s.eps > 0.f && s.eps < 1.f, "eps must be in (0, 1)");
+  }
+  need(s.temperature >= 0.f, "--temperature must be >= 0");
+  need(s.top_k >= 0, "--top-k must be >= 0 (0 disables it)");
+  need(s.top_p > 0.f && s.top_p <= 1.f, "--top-p must be in (0, 1] (1 disables it)");
+  need(s.cfg_scale >= 0.f, "--cfg-scale must be >= 0 (0 disables guidance)");
+  if (s.threshold) need(*s.threshold > 0.f && *s.threshold <= 1.f, "--threshold must be in (0, 1]");
+  if (s.factor) need(*s.factor > 0.f, "--factor must be > 0");
+  need(!(s.threshold && s.factor), "--threshold and --factor are alternative rules: choose one");
+  need(!(s.no_eos && s.eos_last), "--no-eos and --eos-last contradict each other: choose one");
+  need(prompt_tokens > 0, "the prompt is empty: give some text to continue");
+  const size_t canvas = prompt_tokens + static_cast<size_t>(s.gen_length);
+  need(canvas <= static_cast<size_t>(config.max_seq_len),
+       "prompt (" + std::to_string(prompt_tokens) + " tokens) + --gen-length " +
+           std::to_string(s.gen_length) + " exceeds the model's max_sequence_length " +
+           std::to_string(config.max_seq_len) + "; shorten one of them");
+}
+
+std::vector<int> transfer_counts(int masked, int steps) {
+  std::vector<int> counts(steps, masked / steps);
+  for (int j = 0; j < masked % steps; j++) counts[j]++;
+  return counts;
+}
+
+int commit_count(const std::vector<float>& conf, int scheduled, std::optional<float> threshold,
+                 std::optional<float> factor) {
+  int n = scheduled;
+  if (threshold) {
+    const int above = static_cast<int>(
+        std::count_if(conf.begin(), conf.end(), [&](float c) { return c >= *threshold; }));
+    n = std::max({n, above, 1});
+  }
+  if (factor && !conf.empty()) {
+    std::vector<float> sorted = conf;
+    std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+    int accepted = 1;  // the most confident always commits
+    for (int k = 2; k <= static_cast<int>(sorted.size()); k++) {
+      if (sorted[k - 1] < 1.f - *factor / static_cast<float>(k + 1)) break;
+      accepted = k;
+    }
+    n = std::max(n, accepted);
+  }
+  return std::min(n, static_cast<int>(conf.size()));
+}
+
+Sampler::Sampler(std::vector<int32_t> prompt, const GenerationSettings& settings,
+                 const ModelConfig& config)
+    : settings_(settings),
+      mask_id_(config.mask_token_id),
+      eos_id_(config.eos_token_id),
+      stop_ids_(config.stop_token_ids),
+      prompt_length_(static_cast<int>(prompt.size())),
+      canvas_(std::move(prompt)),
+      shifted_(config.shifted_logits) {
+  validate_settings(settings, canvas_.size(), config);
+  canvas_.resize(canvas_.size() + settings.gen_length, mask_id_);
+  if (dream_loop()) {
+    timesteps_ = dream_timesteps(settings.steps, settings.eps);
+    advance_dream();
+    return;
+  }
+  n_blocks_ = settings.gen_length / settings.block_length;
+  steps_per_block_ = settings.steps / n_blocks_;
+  advance();
+}
+
+std::vector<int32_t> Sampler::unconditional_canvas() const {
+  std::vector<int32_t> u = canvas_;
+  std::fill(u.begin(), u.begin() + prompt_length_, mask_id_);
+  return u;
+}
+
+PickParams Sampler::pick_params(int32_t position) const {
+  PickParams p;
+  p.seed = settings_.seed;
+  p.step = static_cast<uint32_t>(dream_loop() ? schedule_step_ : step_);
+  p.position = static_cast<uint32_t>(position);
+  p.temperature = settings_.temperature;
+  p.top_k = settings_.top_k;
+  p.top_p = settings_.top_p;
+  p.cfg_scale = settings_.cfg_scale;
+  p.n_banned = settings_.no_eos ? 1 + static_cast<int32_t>(stop_ids_.size()) : 1;
+  p.filtered_confidence = dream_loop();
+  return p;
+}
+
+std::pair<int32_t, int32_t> Sampler::active_range() const {
+  const int32_t length = static_cast<int32_t>(canvas_.size());
+  if (settings_.cache == CacheMode::None || block_step_ == 0 || block_ < 0) return {0, length};
+  const int32_t lo = prompt_length_ + block_ * settings_.block_length - (shifted_ ? 1 : 0);
+  if (settings_.cache == CacheMode::Prefix) return {lo, length};
+  return {lo, prompt_length_ + (block_ + 1) * settings_.block_length};
+}
+
+void Sampler::advance() {
+  wanted_.clear();
+  while (!done_) {
+    if (block_ >= 0 && block_step_ < steps_per_block_) {
+      const int lo = prompt_length_ + block_ * settings_.block_length;
+      for (int i = lo; i < lo + settings_.block_length; i++)
+        if (canvas_[i] == mask_id_) wanted_.push_back(i);
+      if (!wanted_.empty()) return;
+    }
+    // Next block: its schedule comes from the masks it holds at its start.
+    block_++;
+    block_step_ = 0;
+    if (block_ >= n_blocks_) {
+      done_ = true;
+      return;
+    }
+    const int lo = prompt_length_ + block_ * settings_.block_length;
+    const int masked = static_cast<int>(
+        std::count(canvas_.begin() + lo, canvas_.begin() + lo + settings_.block_length, mask_id_));
+    schedule_ = transfer_counts(masked, steps_per_block_);
+  }
+}
+
+void Sampler::advance_dream() {
+  wanted_.clear();
+  for (; schedule_step_ < settings_.steps; schedule_step_++) {
+    std::vector<int32_t> masked;
+    for (size_t i = prompt_length_; i < canvas_.size(); i++)
+      if (canvas_[i] == mask_id_) masked.push_back(static_cast<int32_t>(i));
+    if (masked.empty()) break;
+    if (settings_.alg == Algorithm::Origin) {
+      // Which positions transfer is decided before the forward, so only their logits are read.
+      const double share = dream_transfer_share(timesteps_, schedule_step_);
+      for (int32_t pos : masked)
+        if (noise_uniform(noise_bits(settings_.seed, kStreamDreamTransfer,
+                                     static_cast<uint32_t>(schedule_step_),
+                                     static_cast<uint32_t>(pos), 0)) < share)
+          wanted_.push_back(pos);
+      dream_count_ = static_cast<int>(wanted_.size());
+    } else {
+      dream_count_ = dream_transfer_count(timesteps_, schedule_step_, static_cast<int>(masked.size()));
+      if (dream_count_ > 0) wanted_ = std::move(masked);
+    }
+    // A step that commits nothing needs no forward.
+    if (!wanted_.empty()) return;
+  }
+  done_ = true;
+}
+
+std::vector<size_t> Sampler::llada_order(const std::vector<PickResult>& picks, int& n) const {
+  const size_t n_masked = wanted_.size();
+  std::vector<float> conf(n_masked);
+  for (size_t i = 0; i < n_masked; i++) {
+    conf[i] = settings_.remasking == Remasking::LowConfidence
+                  ? picks[i].prob
+                  : static_cast<float>(noise_uniform(noise_bits(
+                        settings_.seed, kStreamRemaskRandom, static_cast<uint32_t>(step_),
+                        static_cast<uint32_t>(wanted_[i]), 0)));
+  }
+  if (settings_.eos_last) {
+    // Stop tokens rank below every other pick, so they are committed only when the schedule
+    // demands them (LLaDA's low-confidence EOS handling).
+    for (size_t i = 0; i < n_masked; i++)
+      if (std::find(stop_ids_.begin(), stop_ids_.end(), picks[i].token) != stop_ids_.end())
+        conf[i] -= 2.f;  // below every confidence in [0, 1], order among them kept
+  }
+  n = commit_count(conf, schedule_[block_step_], settings_.threshold, settings_.factor);
+  // Highest confidence first; ties: lowest position (wanted_ is in position order).
+  std::vector<size_t> order(n_masked);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return conf[a] > conf[b]; });
+  return order;
+}
+
+std::vector<size_t> Sampler::dream_order(const std::vector<PickResult>& picks, int& n) const {
+  const size_t n_masked = wanted_.size();
+  std::vector<size_t> order(n_masked);
+  std::iota(order.begin(), order.end(), 0);
+  n = dream_count_;
+  if (settings_.alg == Algorithm::Origin) return order;  // every wanted position transfers
+  std::vector<double> key(n_masked);
+  for (size_t i = 0; i < n_masked; i++) {
+    const PickResult& p = picks[i];
+    key[i] = settings_.alg == Algorithm::MaskgitPlus  ? p.prob
+             : settings_.alg == Algorithm::TopkMargin ? p.margin
+                                                      : -static_cast<double>(p.entropy);
+    // Sampling n positions without replacement from softmax(conf / alg_temp) is taking the n
+    // largest of conf / alg_temp + Gumbel noise.
+    if (settings_.alg_temp > 0.f) {
+      key[i] = static_cast<double>(static_cast<float>(key[i])) / settings_.alg_temp +
+               noise_gumbel(noise_bits(settings_.seed, kStreamDreamTransfer,
+                                       static_cast<uint32_t>(schedule_step_),
+                                       static_cast<uint32_t>(wanted_[i]), 0));
+    }
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key[a] > key[b]; });
+  return order;
+}
+
+void Sampler::commit(const std::vector<PickResult>& picks) {
+  UNMASK_CHECK(!done_ && picks.size() == wanted_.size(), "commit without a pending step");
+  int n = 0;
+  const std::vector<size_t> order = dream_loop() ? dream_order(picks, n) : llada_order(picks, n);
+  for (int i = 0; i < n; i++) canvas_[wanted_[order[i]]] = picks[order[i]].token;
+
+  commits_per_step_.push_back(n);
+  if (settings_.cache != CacheMode::None) (block_step_ == 0 ? cache_refreshes_ : cached_steps_)++;
+  const int block = std::max(block_, 0);  // Dream's loop is one block: the whole answer
+  if (static_cast<int>(steps_per_block_done_.size()) <= block) steps_per_block_done_.resize(block + 1, 0);
+  steps_per_block_done_[block]++;
+  step_++;
+  block_step_++;
+  schedule_step_++;
+  if (settings_.eos_stop && text_is_final()) {
+    for (size_t i = prompt_length_; i < canvas_.size(); i++)
+      if (canvas_[i] == mask_id_) canvas_[i] = eos_id_;
+    stopped_early_ = true;
+    done_ = true;
+    wanted_.clear();
+    return;
+  }
+  if (dream_loop()) {
+    advance_dream();
+  } else {
+    advance();
+  }
+}
+
+bool Sampler::text_is_final() {
+  for (size_t i = prompt_length_; i < canvas_.size(); i++) {
+    if (canvas_[i] == mask_id_) return false;
+    if (std::find(stop_ids_.begin(), stop_ids_.end(), canvas_[i]) != stop_ids_.end()) {
+      // Finishing early matters only when masks remain after the stop token.
+      return std::find(canvas_.begin() + i, canvas_.end(), mask_id_) != canvas_.end();
+    }
+  }
+  return false;
+}
+
+std::vector<int32_t> Sampler::answer() const {
+  return std::vector<int32_t>(canvas_.begin() + prompt_length_, canvas_.end());
+}
+
+int text_length(const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids) {
+  for (size_t i = 0; i < answer.size(); i++)
+    if (std::find(stop_ids.begin(), stop_ids.end(), answer[i]) != stop_ids.end())
+      return static_cast<int>(i);
+  return static_cast<int>(answer.size());
+}
+
+}  // namespace unmask

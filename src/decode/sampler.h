@@ -1,0 +1,133 @@
+// The host-side unmasking loop of one request (DESIGN.md §4): LLaDA's semi-autoregressive blocks,
+// or Dream's whole-answer loop on its timestep schedule.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/config.h"
+#include "model/backend.h"
+
+namespace unmask {
+
+enum class Remasking { LowConfidence, Random };
+// Llada: LLaDA's block loop (confidence by --remasking). The others are Dream's loop, named as
+// its reference names them: origin (random positions at the scheduled rate), and the ones that
+// commit the most confident positions by max probability, top-1 minus top-2, or negative entropy.
+enum class Algorithm { Llada, Origin, MaskgitPlus, TopkMargin, Entropy };
+// KV caching across the steps of a block (Fast-dLLM): an approximation, never on by default.
+enum class CacheMode { None, Prefix, Dual };
+
+const char* remasking_name(Remasking r);
+Remasking parse_remasking(const std::string& name);  // fail_usage on unknown names
+const char* algorithm_name(Algorithm a);
+Algorithm parse_algorithm(const std::string& name);  // fail_usage on unknown names
+// Dream runs its own loop by default; so do llama-format dLLMs (adapted the same way); LLaDA
+// and the bundled model run the block loop.
+Algorithm default_algorithm(const ModelConfig& config);
+const char* cache_mode_name(CacheMode m);
+CacheMode parse_cache_mode(const std::string& name);  // fail_usage on unknown names
+
+struct GenerationSettings {
+  int gen_length = 128;
+  int steps = 128;
+  int block_length = 32;
+  float temperature = 0.f;
+  int top_k = 0;
+  float top_p = 1.f;
+  Remasking remasking = Remasking::LowConfidence;
+  float cfg_scale = 0.f;
+  std::optional<float> threshold;  // parallel decoding: commit every confidence >= threshold
+  std::optional<float> factor;     // parallel decoding: the n-th best commits if conf >= 1 - f/(n+1)
+  uint64_t seed = 0;
+  bool eos_stop = true;            // text-preserving early exit
+  bool no_eos = false;             // EOS/EOT logits -inf: never chosen
+  bool eos_last = false;           // EOS/EOT picks get the lowest confidence: committed last
+  CacheMode cache = CacheMode::None;
+  Algorithm alg = Algorithm::Llada;
+  float alg_temp = 0.f;            // Dream: > 0 samples the committed positions by softmax(conf / alg_temp)
+  float eps = 1e-3f;               // Dream: the last timestep
+};
+
+// Checks the settings against each other, the prompt and the model; fail_usage says what to change.
+void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config);
+
+// Per-step counts: k // s each, plus one for the first k % s steps.
+std::vector<int> transfer_counts(int masked, int steps);
+
+// How many of the masked positions (confidences `conf`, any order) to commit this step: the
+// scheduled count, raised by the threshold or factor rule when one is set (at least one then).
+int commit_count(const std::vector<float>& conf, int scheduled, std::optional<float> threshold,
+                 std::optional<float> factor = std::nullopt);
+
+class Sampler {
+ public:
+  Sampler(std::vector<int32_t> prompt, const GenerationSettings& settings, const ModelConfig& config);
+
+  bool done() const { return done_; }
+  // The canvas to evaluate this step (prompt followed by the answer, masks included).
+  const std::vector<int32_t>& canvas() const { return canvas_; }
+  // The same canvas with the prompt masked: the unconditional input of classifier-free guidance.
+  std::vector<int32_t> unconditional_canvas() const;
+  bool uses_cfg() const { return settings_.cfg_scale > 0.f; }
+  // Canvas positions whose logits this step needs (masked positions of the current block).
+  const std::vector<int32_t>& wanted() const { return wanted_; }
+  // Canvas positions [first, second) this step recomputes: the whole canvas without a cache and
+  // at a block's first step (the cache refresh); then the block and everything after it
+  // (prefix) or the block alone (dual).
+  // On shifted-logit models the range starts one earlier: position i's logits come from i - 1.
+  std::pair<int32_t, int32_t> active_range() const;
+  bool refresh_step() const { return active_range().first == 0; }
+  PickParams pick_params(int32_t position) const;
+  // Applies one step's picks (one per wanted() position, same order).
+  void commit(const std::vector<PickResult>& picks);
+
+  std::vector<int32_t> answer() const;  // the gen_length generated ids
+  int prompt_length() const { return prompt_length_; }
+  int steps_done() const { return step_; }
+  int forwards() const { return step_ * (uses_cfg() ? 2 : 1); }
+  bool dream_loop() const { return settings_.alg != Algorithm::Llada; }
+  bool stopped_early() const { return stopped_early_; }
+  const std::vector<int>& steps_per_block() const { return steps_per_block_done_; }
+  const std::vector<int>& commits_per_step() const { return commits_per_step_; }
+  int cache_refreshes() const { return cache_refreshes_; }  // steps that rebuilt the KV cache
+  int cached_steps() const { return cached_steps_; }        // steps that reused it
+  const GenerationSettings& settings() const { return settings_; }
+
+ private:
+  void advance();            // moves to the next block with masks, or finishes
+  void advance_dream();      // moves to the next schedule step that commits something, or finishes
+  // The order in which this step's wanted positions commit, and how many of them do.
+  std::vector<size_t> llada_order(const std::vector<PickResult>& picks, int& n) const;
+  std::vector<size_t> dream_order(const std::vector<PickResult>& picks, int& n) const;
+  bool text_is_final();      // an EOS is committed and everything before it is filled
+
+  GenerationSettings settings_;
+  int32_t mask_id_;
+  int32_t eos_id_;
+  std::vector<int32_t> stop_ids_;
+  int prompt_length_;
+  std::vector<int32_t> canvas_;
+  int n_blocks_, steps_per_block_;
+  int block_ = -1;              // current block
+  int block_step_ = 0;          // step inside the current block
+  std::vector<int> schedule_;   // transfer counts of the current block
+  int step_ = 0;                // steps executed so far (the noise key of the block loop)
+  bool shifted_ = false;        // the model's logits are shifted by one position
+  std::vector<float> timesteps_;  // Dream's t_0..t_S
+  int schedule_step_ = 0;       // Dream: index into the schedule (its noise key; skips included)
+  int dream_count_ = 0;         // Dream: positions the pending step commits
+  bool done_ = false;
+  bool stopped_early_ = false;
+  std::vector<int32_t> wanted_;
+  std::vector<int> steps_per_block_done_;  // forwards spent in each block (stats)
+  std::vector<int> commits_per_step_;      // tokens committed at each step (stats)
+  int cache_refreshes_ = 0, cached_steps_ = 0;
+};
+
+// Number of answer tokens before the first stop id (the "generated tokens" of the stats).
+int text_length(const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids);
+
+}  // namespace unmask

@@ -1,0 +1,43 @@
+// Everything a run needs, loaded once: config, mapped weights, tokenizer, backend and model.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "io/config.h"
+#include "io/model_dir.h"
+#include "io/safetensors.h"
+#include "io/tokenizer_config.h"
+#include "io/weights.h"
+#include "model/backend.h"
+#include "model/model.h"
+#include "tokenizer/chat.h"
+#include "tokenizer/tokenizer.h"
+
+namespace unmask {
+
+struct Session {
+  std::string model_dir;
+  ModelConfig config;
+  std::optional<TensorStore> store;  // engaged once loaded
+  ModelWeights weights;  // host views into the mmap
+  std::unique_ptr<Tokenizer> tokenizer;
+  TokenizerConfig tokenizer_config;
+  ChatTemplate chat;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Model> model;
+  double load_seconds = 0;
+};
+
+// Loads and validates the model directory, then uploads it to the chosen backend. `mask_id`
+// (--mask-id) overrides the config's mask token, and is how llama-format dLLMs get theirs.
+std::unique_ptr<Session> open_session(const std::string& model_dir, const std::string& backend,
+                                      int threads, std::optional<int32_t> mask_id = std::nullopt);
+
+// The prompt ids: the plain prompt with the tokenizer's own additions (e.g. LLaDA's BOS), or,
+// with `chat`, the model's chat template around it (and `system`) encoded as is.
+std::vector<int32_t> encode_prompt(const Session& session, const std::string& prompt, bool chat,
+                                   const std::optional<std::string>& system);
+
+}  // namespace unmask

@@ -1,0 +1,100 @@
+// Typed, range-checked access to one JSON object of a config file; every error names the file
+// and the key. Shared by the LLaDA parser (config.cpp) and the Hugging Face-style one (config_hf.cpp).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+#include "io/config.h"
+#include "io/safetensors.h"  // printable()
+
+namespace unmask::config_detail {
+
+using json = nlohmann::json;
+
+// note: sizes and ids are capped at int32 so every downstream product of two of them fits int64.
+constexpr int64_t kMaxInt = std::numeric_limits<int32_t>::max();
+
+inline std::string describe(const json& v) {
+  if (v.is_string()) return "\"" + printable(v.get<std::string>(), 40) + "\"";
+  if (v.is_array()) return "an array";
+  if (v.is_object()) return "an object";
+  return printable(v.dump(), 40);
+}
+
+// Typed access to one JSON object; `prefix` names the enclosing object in messages.
+class Reader {
+ public:
+  Reader(const json& obj, const std::string& path, const std::string& prefix = "")
+      : obj_(obj), path_(path), prefix_(prefix) {}
+
+  // The value, or nullptr when absent or null (HF configs write null for "use the default").
+  const json* get(const std::string& key) const {
+    auto it = obj_.find(key);
+    return (it == obj_.end() || it->is_null()) ? nullptr : &*it;
+  }
+
+  [[noreturn]] void fail(const std::string& what) const { fail_input(path_ + ": " + what); }
+  [[noreturn]] void fail_key(const std::string& key, const std::string& what) const {
+    fail_input(path_ + ": key '" + prefix_ + key + "' " + what);
+  }
+  [[noreturn]] void bad(const std::string& key, const std::string& what, const json& v) const {
+    fail_key(key, what + " (got " + describe(v) + ")");
+  }
+
+  const json& required(const std::string& key) const {
+    const json* v = get(key);
+    if (v == nullptr) fail_input(path_ + ": missing required key '" + prefix_ + key + "'");
+    return *v;
+  }
+
+  // An integer in [lo, kMaxInt]; lo is 1 for sizes, 0 for token ids.
+  int64_t integer(const std::string& key, const json& v, int64_t lo) const {
+    const char* what = lo > 0 ? "must be a positive integer" : "must be a non-negative integer";
+    if (!v.is_number_integer()) bad(key, what, v);
+    if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(kMaxInt)
+                               : v.get<int64_t>() > kMaxInt) {
+      bad(key, "must be at most " + std::to_string(kMaxInt), v);
+    }
+    if (v.get<int64_t>() < lo) bad(key, what, v);
+    return v.get<int64_t>();
+  }
+  int64_t required_int(const std::string& key, int64_t lo = 1) const {
+    return integer(key, required(key), lo);
+  }
+  int64_t optional_int(const std::string& key, int64_t fallback, int64_t lo = 1) const {
+    const json* v = get(key);
+    return v ? integer(key, *v, lo) : fallback;
+  }
+
+  double positive_number(const std::string& key, double fallback) const {
+    const json* v = get(key);
+    if (v == nullptr) return fallback;
+    if (!v->is_number() || !(v->get<double>() > 0) || !std::isfinite(v->get<double>())) {
+      bad(key, "must be a positive number", *v);
+    }
+    return v->get<double>();
+  }
+
+  bool boolean(const std::string& key, bool fallback) const {
+    const json* v = get(key);
+    if (v == nullptr) return fallback;
+    if (!v->is_boolean()) bad(key, "must be true or false", *v);
+    return v->get<bool>();
+  }
+
+ private:
+  const json& obj_;
+  const std::string& path_;
+  std::string prefix_;
+};
+
+// Sizes and switches of Hugging Face-style configs (Dream/Qwen2, Llama): config_hf.cpp.
+void read_hf_sizes(const Reader& r, ModelConfig& c);
+
+}  // namespace unmask::config_detail

@@ -1,0 +1,37 @@
+// Model weights: views into the mapped safetensors, bound by name and checked against the config.
+#pragma once
+
+#include <vector>
+
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "io/tensor.h"
+
+namespace unmask {
+
+// A stored 2-D tensor [out, in] is Tensor{rows = out, cols = in}; a 1-D [n] is rows = 1, cols = n.
+struct LayerWeights {
+  Tensor attn_norm;   // [1, d_model]
+  Tensor wq;          // [n_heads*head_dim, d_model]
+  Tensor wk, wv;      // [n_kv_heads*head_dim, d_model]
+  Tensor bq, bk, bv;  // [1, out]; data == nullptr unless include_qkv_bias
+  Tensor wo;          // [d_model, n_heads*head_dim]
+  Tensor ffn_norm;    // [1, d_model]
+  Tensor w_gate;      // [mlp_hidden, d_model]   silu applied to its output
+  Tensor w_up;        // [mlp_hidden, d_model]
+  Tensor w_down;      // [d_model, mlp_hidden]
+};
+
+struct ModelWeights {
+  Tensor embedding;  // [embedding_size, d_model]
+  std::vector<LayerWeights> layers;
+  Tensor final_norm;  // [1, d_model]
+  Tensor head;        // [embedding_size, d_model]; the embedding itself when weight_tying
+};
+
+// Binds every tensor the family needs, checking presence and exact shape; errors name the tensor,
+// the expected and the found shape. Each Tensor keeps its stored dtype and points into `store`
+// (never written through), so `store` must outlive the result.
+ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg);
+
+}  // namespace unmask

@@ -1,0 +1,124 @@
+// The Backend: the dozen layer-sized ops the forward pass is written against, plus memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/tensor.h"
+
+namespace unmask {
+
+// What the sampler wants from one logits row. Lives on the host; backends copy it as needed.
+struct PickParams {
+  uint64_t seed = 0;
+  uint32_t step = 0;        // the request's sampling-step counter (noise key)
+  uint32_t position = 0;    // absolute canvas position (noise key)
+  float temperature = 0.f;  // 0: plain argmax
+  int32_t top_k = 0;        // 0: off
+  float top_p = 1.f;        // >= 1: off
+  float cfg_scale = 0.f;    // > 0: combine with row `uncond_row` of the unconditional logits
+  int32_t uncond_row = -1;
+  int32_t n_banned = -1;    // bans the first n entries of pick's banned list; -1: all of them
+  // Dream's sample_tokens: logits / temperature, then top-p, then top-k, and prob, margin and
+  // entropy taken from those filtered, tempered probabilities. Off: LLaDA's order (top-k, then
+  // top-p) with the statistics of the unfiltered softmax(logits).
+  bool filtered_confidence = false;
+};
+
+// The O(1) numbers per row that cross back to the host.
+struct PickResult {
+  int32_t token = -1;   // argmax of filtered logits + temperature * Gumbel noise
+  float prob = 0.f;     // softmax(logits)[token] under the unfiltered, unperturbed logits
+  float margin = 0.f;   // p(top1) - p(top2)
+  float entropy = 0.f;  // -sum p log p; with filtered_confidence: -sum p log(p + 1e-10) (Dream)
+};
+
+// Ragged batch layout for attention: sequence s owns query rows [q_start[s], q_start[s+1]) and
+// key/value rows [kv_start[s], kv_end[s]) (kv_end null: [kv_start[s], kv_start[s+1]), rows back to
+// back). A KV cache gives every request a fixed slot, so its rows need not be contiguous with the
+// next sequence's. Arrays live in backend memory.
+struct AttentionLayout {
+  const int32_t* q_start = nullptr;   // [n_seqs + 1]
+  const int32_t* kv_start = nullptr;  // [n_seqs + 1], or [n_seqs] with kv_end
+  const int32_t* kv_end = nullptr;    // [n_seqs] or null
+  int32_t n_seqs = 0;
+  int32_t max_q_len = 0;   // longest sequence, for scratch sizing and launch shapes
+  int32_t max_kv_len = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string name() const = 0;    // "cpu" or "cuda"
+  virtual std::string device() const = 0;  // human-readable device description
+
+  // --- memory. All op arguments point into memory obtained here (or weights from upload_weight).
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void free(void* ptr) = 0;
+  // CPU: returns the same view (weights stay memory-mapped); CUDA: a device copy, same dtype.
+  virtual Tensor upload_weight(const Tensor& host) = 0;
+  virtual void upload(void* dst, const void* src, size_t bytes) = 0;
+  virtual void download(void* dst, const void* src, size_t bytes) = 0;
+  // dst = src, both in backend memory (the memory-bandwidth baseline of `unmask bench`).
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual size_t peak_bytes() const = 0;  // high-water mark of alloc + uploaded weights
+  // A [rows, cols] weight of `dtype` in backend memory, element i = synthetic_weight(seed, i,
+  // scale) rounded to dtype (rng.h): synthetic models of a real shape, no file needed, identical
+  // on every backend. Freed with the backend.
+  virtual Tensor random_weight(int64_t rows, int64_t cols, DType dtype, uint64_t seed,
+                               float scale) = 0;
+  virtual void synchronize() {}
+
+  // --- step recording. The ops between begin_step(key) and end_step(key) may be recorded and
+  // later replayed as one launch (CUDA graphs); `key` must change whenever any op argument
+  // would (shapes, buffers). replay_step(key): true when a recording was launched instead, and
+  // the ops must not run. begin_step: true when recording, in which case nothing runs until
+  // end_step, which launches the recording and returns true, or returns false when recording
+  // failed, and the caller runs the ops again. abort_step ends a recording cut short by an
+  // error. The CPU backend records nothing.
+  virtual bool replay_step(uint64_t /*key*/) { return false; }
+  virtual bool begin_step(uint64_t /*key*/) { return false; }
+  virtual bool end_step(uint64_t /*key*/) { return true; }
+  virtual void abort_step() {}
+  virtual int64_t replayed_steps() const { return 0; }  // replays so far, for stats and tests
+
+  // --- ops. Activations are F32 [rows, cols]; weights any DType.
+  // out[i] = table[ids[i]]; ids: [n] with n = out.rows.
+  virtual void embed(const int32_t* ids, const Tensor& table, Tensor& out) = 0;
+  // out = x * rsqrt(mean(x^2) + eps) * w, per row, computed in fp32.
+  virtual void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+  // out = x · wᵀ (+ bias): x [n, in], w [out, in], bias [1, out] or null, out [n, out].
+  virtual void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
+  // In place on x [n, n_heads*head_dim], rotate-half pairs (i, i + head_dim/2), positions [n].
+  virtual void rope(Tensor& x, const int32_t* positions, int head_dim, float theta) = 0;
+  // Bidirectional attention within each sequence; GQA when n_kv_heads < n_heads.
+  // q [nq, n_heads*head_dim], k/v [nk, n_kv_heads*head_dim], out [nq, n_heads*head_dim].
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                         const AttentionLayout& layout, int n_heads, int n_kv_heads,
+                         int head_dim, Tensor& out) = 0;
+  // out = silu(gate) * up, elementwise.
+  virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // x += y, elementwise.
+  virtual void add(Tensor& x, const Tensor& y) = 0;
+  // out[i] = x[rows[i]]; rows: [out.rows].
+  virtual void gather_rows(const Tensor& x, const int32_t* rows, Tensor& out) = 0;
+  // out[rows[i]] = x[i]; rows: [x.rows], distinct. Writes fresh K/V rows into a cache.
+  virtual void scatter_rows(const Tensor& x, const int32_t* rows, Tensor& out) = 0;
+  // Reduces each logits row (cols = vocabulary) to a PickResult. `params` and `out` are host
+  // arrays of logits.rows entries; `uncond` holds the unconditional rows for classifier-free
+  // guidance (null when unused). Banned tokens (the mask, EOS under --no-eos) are never chosen.
+  virtual void pick(const Tensor& logits, const Tensor* uncond, const PickParams* params,
+                    const std::vector<int32_t>& banned, PickResult* out) = 0;
+};
+
+// kind: "auto", "cpu" or "cuda". threads <= 0: the machine's default.
+// "auto" picks CUDA when a device is usable and says so on stderr when it falls back.
+std::unique_ptr<Backend> make_backend(const std::string& kind, int threads);
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+bool cuda_compiled_in();
+
+}  // namespace unmask

@@ -1,0 +1,279 @@
+// The LLaDA-family forward pass over Backend ops; the only copy of the model's math.
+#include "model/model.h"
+
+#include <algorithm>
+
+#include "common.h"
+#include "model/rng.h"
+
+namespace unmask {
+
+void ForwardBatch::clear() {
+  tokens.clear();
+  positions.clear();
+  seq_start.assign(1, 0);
+  out_rows.clear();
+  use_cache = false;
+  cache_rows.clear();
+  kv_begin.clear();
+  kv_end.clear();
+}
+
+int32_t ForwardBatch::add_cached_sequence(const std::vector<int32_t>& canvas, int32_t first,
+                                          int32_t last, int32_t slot_row) {
+  if (seq_start.empty()) seq_start.push_back(0);
+  use_cache = true;
+  const int32_t start = n_tokens();
+  for (int32_t p = first; p < last; p++) {
+    tokens.push_back(canvas[p]);
+    positions.push_back(p);
+    cache_rows.push_back(slot_row + p);
+  }
+  seq_start.push_back(n_tokens());
+  kv_begin.push_back(slot_row);
+  kv_end.push_back(slot_row + static_cast<int32_t>(canvas.size()));
+  return start;
+}
+
+int32_t ForwardBatch::add_sequence(const std::vector<int32_t>& canvas) {
+  if (seq_start.empty()) seq_start.push_back(0);
+  const int32_t first = n_tokens();
+  tokens.insert(tokens.end(), canvas.begin(), canvas.end());
+  for (size_t i = 0; i < canvas.size(); i++) positions.push_back(static_cast<int32_t>(i));
+  seq_start.push_back(n_tokens());
+  return first;
+}
+
+namespace {
+Tensor place(Backend& backend, const Tensor& t, size_t& bytes, bool resident) {
+  if (!t.data) return t;
+  bytes += t.n_bytes();
+  return resident ? t : backend.upload_weight(t);
+}
+}  // namespace
+
+Model::Model(Backend& backend, const ModelConfig& config, const ModelWeights& host, bool resident)
+    : backend_(backend), config_(config) {
+  auto upload = [&](const Tensor& t, size_t& bytes) { return place(backend, t, bytes, resident); };
+  weights_.embedding = upload(host.embedding, weight_bytes_);
+  weights_.final_norm = upload(host.final_norm, weight_bytes_);
+  weights_.head = host.head.data == host.embedding.data ? weights_.embedding
+                                                        : upload(host.head, weight_bytes_);
+  for (const LayerWeights& l : host.layers) {
+    LayerWeights d;
+    d.attn_norm = upload(l.attn_norm, weight_bytes_);
+    d.wq = upload(l.wq, weight_bytes_);
+    d.wk = upload(l.wk, weight_bytes_);
+    d.wv = upload(l.wv, weight_bytes_);
+    d.bq = upload(l.bq, weight_bytes_);
+    d.bk = upload(l.bk, weight_bytes_);
+    d.bv = upload(l.bv, weight_bytes_);
+    d.wo = upload(l.wo, weight_bytes_);
+    d.ffn_norm = upload(l.ffn_norm, weight_bytes_);
+    d.w_gate = upload(l.w_gate, weight_bytes_);
+    d.w_up = upload(l.w_up, weight_bytes_);
+    d.w_down = upload(l.w_down, weight_bytes_);
+    weights_.layers.push_back(d);
+  }
+}
+
+Model::~Model() {
+  release();
+  for (Tensor& t : cache_k_) backend_.free(t.data);
+  for (Tensor& t : cache_v_) backend_.free(t.data);
+}
+
+void Model::release() {
+  for (Tensor* t : {&x_, &normed_, &q_, &k_, &v_, &attn_, &proj_, &gate_, &up_, &picked_, &logits_}) {
+    if (t->data) backend_.free(t->data);
+    t->data = nullptr;
+  }
+  for (int32_t** p : {&d_tokens_, &d_positions_, &d_seq_start_, &d_out_rows_, &d_cache_rows_,
+                      &d_kv_begin_, &d_kv_end_}) {
+    if (*p) backend_.free(*p);
+    *p = nullptr;
+  }
+  cap_tokens_ = cap_out_ = cap_seqs_ = 0;
+}
+
+void Model::reserve(int32_t max_tokens, int32_t max_out_rows, int32_t max_seqs) {
+  max_tokens = std::max(max_tokens, 1);
+  max_out_rows = std::max(max_out_rows, 1);
+  max_seqs = std::max(max_seqs, 1);
+  if (max_tokens <= cap_tokens_ && max_out_rows <= cap_out_ && max_seqs <= cap_seqs_) return;
+  max_tokens = std::max(max_tokens, cap_tokens_);
+  max_out_rows = std::max(max_out_rows, cap_out_);
+  max_seqs = std::max(max_seqs, cap_seqs_);
+  release();
+  const ModelConfig& c = config_;
+  auto make = [&](int64_t rows, int64_t cols) {
+    Tensor t;
+    t.rows = rows;
+    t.cols = cols;
+    t.data = backend_.alloc(static_cast<size_t>(rows * cols) * sizeof(float));
+    return t;
+  };
+  const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  x_ = make(max_tokens, c.d_model);
+  normed_ = make(max_tokens, c.d_model);
+  q_ = make(max_tokens, q_dim);
+  k_ = make(max_tokens, kv_dim);
+  v_ = make(max_tokens, kv_dim);
+  attn_ = make(max_tokens, q_dim);
+  proj_ = make(max_tokens, c.d_model);
+  gate_ = make(max_tokens, c.mlp_hidden);
+  up_ = make(max_tokens, c.mlp_hidden);
+  picked_ = make(max_out_rows, c.d_model);
+  logits_ = make(max_out_rows, c.vocab_size);
+  d_tokens_ = static_cast<int32_t*>(backend_.alloc(max_tokens * sizeof(int32_t)));
+  d_positions_ = static_cast<int32_t*>(backend_.alloc(max_tokens * sizeof(int32_t)));
+  d_seq_start_ = static_cast<int32_t*>(backend_.alloc((max_seqs + 1) * sizeof(int32_t)));
+  d_out_rows_ = static_cast<int32_t*>(backend_.alloc(max_out_rows * sizeof(int32_t)));
+  d_cache_rows_ = static_cast<int32_t*>(backend_.alloc(max_tokens * sizeof(int32_t)));
+  d_kv_begin_ = static_cast<int32_t*>(backend_.alloc(max_seqs * sizeof(int32_t)));
+  d_kv_end_ = static_cast<int32_t*>(backend_.alloc(max_seqs * sizeof(int32_t)));
+  cap_tokens_ = max_tokens;
+  buffers_generation_++;
+  cap_out_ = max_out_rows;
+  cap_seqs_ = max_seqs;
+}
+
+void Model::reserve_cache(int32_t rows) {
+  if (rows <= cache_rows_cap_) return;
+  for (Tensor& t : cache_k_) backend_.free(t.data);
+  for (Tensor& t : cache_v_) backend_.free(t.data);
+  cache_k_.clear();
+  cache_v_.clear();
+  const int64_t kv_dim = config_.n_kv_heads * config_.head_dim;
+  for (int64_t l = 0; l < config_.n_layers; l++) {
+    for (std::vector<Tensor>* cache : {&cache_k_, &cache_v_}) {
+      Tensor t;
+      t.rows = rows;
+      t.cols = kv_dim;
+      t.data = backend_.alloc(t.n_bytes());
+      cache->push_back(t);
+    }
+  }
+  cache_rows_cap_ = rows;
+  buffers_generation_++;
+}
+
+Tensor Model::forward(const ForwardBatch& batch) {
+  const ModelConfig& c = config_;
+  const int32_t n = batch.n_tokens(), n_out = static_cast<int32_t>(batch.out_rows.size());
+  UNMASK_CHECK(n > 0 && batch.n_seqs() > 0, "empty forward batch");
+  reserve(n, n_out, batch.n_seqs());
+
+  backend_.upload(d_tokens_, batch.tokens.data(), n * sizeof(int32_t));
+  backend_.upload(d_positions_, batch.positions.data(), n * sizeof(int32_t));
+  backend_.upload(d_seq_start_, batch.seq_start.data(), batch.seq_start.size() * sizeof(int32_t));
+  if (n_out > 0) backend_.upload(d_out_rows_, batch.out_rows.data(), n_out * sizeof(int32_t));
+
+  AttentionLayout layout;
+  layout.q_start = d_seq_start_;
+  layout.kv_start = d_seq_start_;
+  layout.n_seqs = batch.n_seqs();
+  for (int32_t s = 0; s < layout.n_seqs; s++)
+    layout.max_q_len = std::max(layout.max_q_len, batch.seq_start[s + 1] - batch.seq_start[s]);
+  layout.max_kv_len = layout.max_q_len;
+  if (batch.use_cache) {
+    for (int32_t s = 0; s < layout.n_seqs; s++) {
+      UNMASK_CHECK(batch.kv_end[s] <= cache_rows_cap_, "KV cache slot beyond the reserved cache");
+      layout.max_kv_len = std::max(layout.max_kv_len, batch.kv_end[s] - batch.kv_begin[s]);
+    }
+    backend_.upload(d_cache_rows_, batch.cache_rows.data(), n * sizeof(int32_t));
+    backend_.upload(d_kv_begin_, batch.kv_begin.data(), layout.n_seqs * sizeof(int32_t));
+    backend_.upload(d_kv_end_, batch.kv_end.data(), layout.n_seqs * sizeof(int32_t));
+    layout.kv_start = d_kv_begin_;
+    layout.kv_end = d_kv_end_;
+  }
+
+  // Views of the first n rows of each buffer.
+  Tensor x = x_.row_slice(0, n), normed = normed_.row_slice(0, n);
+  Tensor q = q_.row_slice(0, n), k = k_.row_slice(0, n), v = v_.row_slice(0, n);
+  Tensor attn = attn_.row_slice(0, n), proj = proj_.row_slice(0, n);
+  Tensor gate = gate_.row_slice(0, n), up = up_.row_slice(0, n);
+  const float eps = static_cast<float>(c.rms_eps), theta = static_cast<float>(c.rope_theta);
+  const int head_dim = static_cast<int>(c.head_dim);
+
+  // The embedding and the layers form one step the backend may record and replay (CUDA graphs):
+  // their launches depend only on these numbers, as the buffers stay put between reallocations
+  // (counted by buffers_generation_) and the index arrays' contents were uploaded above.
+  uint64_t key = buffers_generation_;
+  for (int64_t part : {int64_t{n}, int64_t{layout.n_seqs}, int64_t{layout.max_q_len},
+                       int64_t{layout.max_kv_len}, int64_t{batch.use_cache}})
+    key = splitmix64(key ^ static_cast<uint64_t>(part));
+  auto layers = [&] {
+    backend_.embed(d_tokens_, weights_.embedding, x);
+    for (size_t layer = 0; layer < weights_.layers.size(); layer++) {
+      const LayerWeights& l = weights_.layers[layer];
+      // h = x + Wo · Attn(rope(Wq n), rope(Wk n), Wv n), n = RMSNorm(x)
+      backend_.rmsnorm(x, l.attn_norm, eps, normed);
+      backend_.matmul(normed, l.wq, &l.bq, q);
+      backend_.matmul(normed, l.wk, &l.bk, k);
+      backend_.matmul(normed, l.wv, &l.bv, v);
+      backend_.rope(q, d_positions_, head_dim, theta);
+      backend_.rope(k, d_positions_, head_dim, theta);
+      Tensor keys = k, values = v;
+      if (batch.use_cache) {
+        // Fresh rows overwrite their cache rows; attention then reads each request's whole slot,
+        // stale rows included (the prefix/dual-cache approximation).
+        backend_.scatter_rows(k, d_cache_rows_, cache_k_[layer]);
+        backend_.scatter_rows(v, d_cache_rows_, cache_v_[layer]);
+        keys = cache_k_[layer];
+        values = cache_v_[layer];
+      }
+      backend_.attention(q, keys, values, layout, static_cast<int>(c.n_heads),
+                         static_cast<int>(c.n_kv_heads), head_dim, attn);
+      backend_.matmul(attn, l.wo, nullptr, proj);
+      backend_.add(x, proj);
+      // y = h + W_down (silu(W_gate m) * W_up m), m = RMSNorm(h)
+      backend_.rmsnorm(x, l.ffn_norm, eps, normed);
+      backend_.matmul(normed, l.w_gate, nullptr, gate);
+      backend_.matmul(normed, l.w_up, nullptr, up);
+      backend_.swiglu(gate, up, gate);
+      backend_.matmul(gate, l.w_down, nullptr, proj);
+      backend_.add(x, proj);
+    }
+  };
+  if (!backend_.replay_step(key)) {
+    const bool recording = backend_.begin_step(key);
+    try {
+      layers();
+    } catch (...) {
+      if (recording) backend_.abort_step();
+      throw;
+    }
+    if (recording && !backend_.end_step(key)) layers();  // not recorded, so nothing ran yet
+  }
+
+  // The output head only for the rows the sampler asked for (outside the recorded step: the
+  // number of rows changes at every step).
+  Tensor logits = logits_.row_slice(0, n_out);
+  if (n_out == 0) return logits;
+  Tensor picked = picked_.row_slice(0, n_out);
+  backend_.gather_rows(x, d_out_rows_, picked);
+  backend_.rmsnorm(picked, weights_.final_norm, eps, picked);
+  // Rows past vocab_size are padding in published checkpoints: never candidates.
+  backend_.matmul(picked, weights_.head.row_slice(0, c.vocab_size), nullptr, logits);
+  return logits;
+}
+
+double Model::forward_flops(const ForwardBatch& batch) const {
+  const ModelConfig& c = config_;
+  const double n = batch.n_tokens();
+  const double q_dim = static_cast<double>(c.n_heads * c.head_dim);
+  const double kv_dim = static_cast<double>(c.n_kv_heads * c.head_dim);
+  const double per_token_layer =
+      c.d_model * (q_dim + 2 * kv_dim) + q_dim * c.d_model + 3.0 * c.d_model * c.mlp_hidden;
+  double attention = 0;  // QK^T and PV: 2 * queries * keys * q_dim multiply-adds per sequence
+  for (int32_t s = 0; s + 1 < static_cast<int32_t>(batch.seq_start.size()); s++) {
+    const double queries = batch.seq_start[s + 1] - batch.seq_start[s];
+    const double keys = batch.use_cache ? batch.kv_end[s] - batch.kv_begin[s] : queries;
+    attention += 2.0 * queries * keys * q_dim;
+  }
+  const double head = static_cast<double>(batch.out_rows.size()) * c.d_model * c.vocab_size;
+  return 2.0 * (c.n_layers * (n * per_token_layer + attention) + head);
+}
+
+}  // namespace unmask

@@ -1,0 +1,46 @@
+// The Tokenizer interface and its loader, which picks the implementation from the files present.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/tokenizer_config.h"
+
+namespace unmask {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::string kind() const = 0;  // e.g. "sentencepiece", "bpe (tokenizer.json)"
+  // The file(s) it was loaded from, for `unmask info`.
+  virtual std::string source() const { return ""; }
+  // Text to ids: added/special tokens written in the text are matched; nothing is prepended or
+  // appended (see wrap_single).
+  virtual std::vector<int32_t> encode(const std::string& text) const = 0;
+  // The post-processor's single-sequence template applied to encode()'s ids (e.g. BOS first).
+  virtual std::vector<int32_t> wrap_single(std::vector<int32_t> ids) const { return ids; }
+  // Ids to text, special tokens included; unknown ids are skipped; invalid UTF-8 becomes U+FFFD.
+  virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
+  virtual std::string piece(int32_t id) const = 0;       // the raw piece, for display
+  // One token as the live view shows it: the raw piece by default (the view maps sentencepiece's
+  // U+2581 to a space); byte-level BPE decodes it, since its pieces spell bytes as other letters.
+  virtual std::string display_text(int32_t id) const { return piece(id); }
+  virtual int32_t piece_to_id(const std::string& piece) const = 0;  // -1 when unknown; added tokens too
+  virtual int32_t vocab_size() const = 0;  // highest id + 1, added tokens included
+};
+
+// Picks by the files in `model_dir`: tokenizer.json (Hugging Face, BPE), else tokenizer.model
+// (sentencepiece), else vocab.json + merges.txt (+ tokenizer_config.json; the Qwen2 byte-level
+// BPE). fail_input names the file on errors.
+// `config` is the directory's tokenizer_config.json (its add_bos_token and bos_token apply to
+// sentencepiece); the one-argument form reads it itself.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir, const TokenizerConfig& config);
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
+
+// Decodes ids up to (not including) the first stop id.
+std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& ids,
+                        const std::vector<int32_t>& stop_ids);
+
+}  // namespace unmask
