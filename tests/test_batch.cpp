@@ -182,7 +182,7 @@ TEST_CASE("batch writes one record per line, errors with their line numbers, exi
         bad[line] = "prompt (";
         break;
       }
-      case 26: add("{\"prompt\": \"x\", \"steps\": 5}"); bad[line] = "--steps 5 is not divisible"; break;
+      case 26: add("{\"prompt\": \"x\", \"steps\": 5}"); bad[line] = "'steps' 5 is not divisible"; break;
       case 28: add("17"); bad[line] = "not a JSON object"; break;
       default: add(json({{"prompt", kPrompts[i % 8]}}).dump());
     }

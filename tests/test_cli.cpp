@@ -72,7 +72,7 @@ TEST_CASE("bad options are usage errors (exit 2) with one line that says what to
       {"--top-p 1.5 x", "--top-p"},
       {"--backend tpu x", "--backend"},
       {"--no-such-option x", "no-such-option"},
-      {"''", "prompt is empty"},
+      {"''", "prompt argument is empty"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.args);

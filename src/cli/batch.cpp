@@ -124,8 +124,9 @@ void prepare(Work& w, const BatchOptions& o, const Session& session) {
   if (!w.line.error.empty()) return;
   try {
     w.prompt_ids = line_prompt_ids(w.line, o, session);
-    w.settings = resolve_settings(apply_overrides(o.gen, w.line.overrides), session.config);
-    validate_settings(w.settings, w.prompt_ids.size(), session.config);
+    w.settings = resolve_settings(apply_overrides(o.gen, w.line.overrides), session.config,
+                                  SettingNames::JsonKeys);
+    validate_settings(w.settings, w.prompt_ids.size(), session.config, SettingNames::JsonKeys);
   } catch (const Error& e) {
     w.line.error = e.what();
   }
@@ -169,7 +170,7 @@ CLI::App* add_batch_command(CLI::App& app, BatchOptions& o) {
   add_prompt_options(*cmd, o.prompt);
   cmd->add_option("--batch-size", o.batch_size,
                   "Requests run together (0: from canvas size and backend; 8 on the CPU)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(bounded(0, kMaxBatchSize, "each request in flight reserves its canvas' activations"))
       ->capture_default_str();
   cmd->add_flag("--resume", o.resume,
                 "Append to an existing output, skipping ids it already holds (a torn last line is "
@@ -229,6 +230,9 @@ int run_batch(const BatchOptions& o) {
 
   auto session = open_session(resolve_model_dir(o.common.model), o.common.backend, o.common.threads,
                               o.common.mask_id);
+  // The command line's own values are checked once, named as options; a line's problems then
+  // come from its own keys.
+  validate_setting_values(resolve_settings(o.gen, session->config));
   int max_canvas = 1, max_wanted = 1;  // wanted: logits rows a request reads per step
   bool any_cfg = false, any_cache = false;
   for (Work& w : work) {

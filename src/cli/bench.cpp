@@ -123,7 +123,6 @@ std::vector<BenchCase> make_cases(const BenchOptions& o, const ModelConfig& conf
           BenchCase c;
           c.settings = resolve_settings(g, config);
           c.batch_size = batch;
-          if (batch <= 0) fail_usage("--batch-size values must be positive");
           validate_settings(c.settings, static_cast<size_t>(o.prompt_length), config);
           cases.push_back(c);
          }
@@ -379,6 +378,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->delimiter(',');
   cmd->add_option("--batch-size", o.batch_sizes, "Requests per batch, comma-separated")
       ->delimiter(',')
+      ->check(bounded(1, kMaxBatchSize, "each request in flight reserves its canvas' activations"))
       ->capture_default_str();
   cmd->add_option("--steps", o.steps, "Sampling steps, comma-separated (default: gen-length)")
       ->delimiter(',');
@@ -389,7 +389,7 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
                   "Unmasking loop: llada or Dream's origin, maskgit_plus, topk_margin, entropy "
                   "(default: the model family's)");
   cmd->add_option("--prompt-length", o.prompt_length, "Prompt tokens per request (random ids)")
-      ->check(CLI::PositiveNumber)
+      ->check(bounded(1, 1 << 20, "the canvas is checked against the model's length too"))
       ->capture_default_str();
   cmd->add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale (0: off)")
       ->capture_default_str();
@@ -399,10 +399,10 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->delimiter(',')
       ->check(CLI::IsMember({"none", "prefix", "dual"}));
   cmd->add_option("--warmup", o.warmup, "Untimed runs per configuration")
-      ->check(CLI::NonNegativeNumber)
+      ->check(bounded(0, 1000, "runs are sequential; more only lengthens the benchmark"))
       ->capture_default_str();
   cmd->add_option("--repeat", o.repeat, "Timed runs per configuration")
-      ->check(CLI::PositiveNumber)
+      ->check(bounded(1, 10000, "each timed run keeps its timings; more only lengthens the benchmark"))
       ->capture_default_str();
   cmd->add_flag("--baseline", o.baseline,
                 "Also time the backend's matmul on the largest weight shape and report the "

@@ -55,9 +55,14 @@ int int_field(const std::string& key, const json& v) {
   return v.get<int>();
 }
 
+// The number as the engine holds it: a float. Values beyond the float range become infinite
+// (never undefined behaviour) and are refused by the settings validator, naming the key.
 float number_field(const std::string& key, const json& v) {
-  if (!v.is_number() || !std::isfinite(v.get<double>())) bad(key, "a number", v);
-  return v.get<float>();
+  if (!v.is_number()) bad(key, "a number", v);
+  const double d = v.get<double>();
+  if (std::isfinite(d) && std::fabs(d) > static_cast<double>(std::numeric_limits<float>::max()))
+    return d > 0 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
+  return static_cast<float>(d);
 }
 
 void parse_fields(const json& j, BatchLine& out) {

@@ -20,8 +20,20 @@
 namespace unmask {
 namespace {
 
-std::string read_prompt(const std::string& argument) {
-  if (!argument.empty() && argument != "-") return argument;
+// The prompt: the words of the command line joined by spaces (as echo joins them), or stdin when
+// there are none or the one word is "-". An explicitly empty prompt is a usage error and leaves
+// stdin alone, so `while read p; do unmask "$p"; done < file` never swallows the file.
+std::string read_prompt(const std::vector<std::string>& words, bool quiet) {
+  if (!words.empty() && !(words.size() == 1 && words[0] == "-")) {
+    std::string prompt;
+    for (const std::string& w : words) prompt += (prompt.empty() ? "" : " ") + w;
+    if (prompt.empty())
+      fail_usage("the prompt argument is empty; give some text, or '-' (or nothing) to read stdin");
+    return prompt;
+  }
+  if (!quiet && isatty(STDIN_FILENO))
+    std::cerr << "unmask: reading the prompt from stdin (end it with Ctrl-D), or give it as an "
+                 "argument: unmask \"And God said\"\n";
   std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   return text;
@@ -43,11 +55,12 @@ void run_visual(Engine& engine, Sampler& sampler, const Session& session) {
 }
 
 int run_generate(const CommonOptions& common, const GenerationOptions& gen,
-                 const PromptOptions& prompt_options, const std::string& prompt_arg, bool visual) {
+                 const PromptOptions& prompt_options, const std::vector<std::string>& prompt_words,
+                 bool visual) {
+  const std::string prompt = read_prompt(prompt_words, common.quiet);
   auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
                               common.mask_id);
   const GenerationSettings settings = resolve_settings(gen, session->config);
-  const std::string prompt = read_prompt(prompt_arg);
 
   const auto t_tok = std::chrono::steady_clock::now();
   std::vector<int32_t> prompt_ids =
@@ -168,7 +181,7 @@ int run(int argc, char** argv) {
   CommonOptions common;
   GenerationOptions gen;
   PromptOptions prompt_options;
-  std::string prompt;
+  std::vector<std::string> prompt;
   bool visual = false;
   // `unmask [OPTIONS] PROMPT` and `unmask generate [OPTIONS] PROMPT` are the same command.
   CLI::App* generate = app.add_subcommand("generate", "Generate an answer for one prompt (default)");
@@ -178,7 +191,9 @@ int run(int argc, char** argv) {
     add_prompt_options(*target, prompt_options);
     target->add_flag("--visual", visual,
                      "Show the canvas filling in on stderr (a terminal only; NO_COLOR: no colour)");
-    target->add_option("prompt", prompt, "Prompt text; read from stdin when absent or '-'");
+    target->add_option("prompt", prompt,
+                       "Prompt text; several words are joined by spaces; read from stdin when "
+                       "absent or '-'");
   }
   BatchOptions batch;
   CLI::App* batch_cmd = add_batch_command(app, batch);

@@ -1,9 +1,30 @@
 // Registration of the shared CLI options (same order as the man page) and default resolution.
 #include "cli/options.h"
 
+#include <algorithm>
+#include <thread>
+
 #include "common.h"
 
 namespace unmask {
+
+CLI::Validator bounded(int64_t lo, int64_t hi, const std::string& why) {
+  return CLI::Validator(
+      [lo, hi, why](std::string& text) -> std::string {
+        int64_t v = 0;
+        if (!CLI::detail::lexical_cast(text, v)) return "'" + text + "' is not an integer";
+        if (v < lo || v > hi)
+          return "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "] (got " + text +
+                 ")" + (why.empty() ? "" : ": " + why);
+        return "";
+      },
+      "INT in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+}
+
+int max_threads() {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(8, 4 * cores);
+}
 
 void add_common_options(CLI::App& app, CommonOptions& o, const std::vector<std::string>& formats) {
   app.add_option("-m,--model", o.model,
@@ -13,7 +34,9 @@ void add_common_options(CLI::App& app, CommonOptions& o, const std::vector<std::
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: OMP_NUM_THREADS or all cores)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(bounded(0, max_threads(),
+                      "at most 4 per core (and at least 8): more only oversubscribe the cores, and "
+                      "each thread allocates its own scratch"))
       ->capture_default_str();
   if (!formats.empty()) {
     std::string names;
@@ -79,19 +102,33 @@ void add_prompt_options(CLI::App& app, PromptOptions& o) {
   app.add_option("--system", o.system, "System message for --chat");
 }
 
-GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config) {
+GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config,
+                                    SettingNames names, std::vector<std::string>* notes) {
   GenerationSettings s;
   const GenerationDefaults& d = config.defaults;
   s.gen_length = o.gen_length.value_or(d.gen_length > 0 ? d.gen_length : 128);
+  const int wanted_block = d.block_length > 0 ? d.block_length : 32;
   if (o.block_length) {
     s.block_length = *o.block_length;
-  } else if (d.block_length > 0 && s.gen_length % d.block_length == 0) {
-    s.block_length = d.block_length;
-  } else if (s.gen_length % 32 == 0) {
+  } else if (s.gen_length > 0 && s.gen_length % wanted_block == 0) {
+    s.block_length = wanted_block;
+  } else if (d.block_length > 0 && s.gen_length % 32 == 0) {
     s.block_length = 32;
   } else {
     s.block_length = s.gen_length;
   }
+  // A block length changed to fit changes how the answer is decoded: say so (the loop of Dream
+  // has no blocks).
+  const bool llada_loop = o.alg.empty() ? default_algorithm(config) == Algorithm::Llada : o.alg == "llada";
+  if (notes && llada_loop && !o.block_length && s.block_length != wanted_block && s.gen_length > 0)
+    notes->push_back("block length " + std::to_string(wanted_block) + " (" +
+                     (d.block_length > 0 ? "the model's unmask_defaults" : "the default") +
+                     ") does not divide " + setting_name("gen_length", names) + " " +
+                     std::to_string(s.gen_length) + ", so the answer is decoded in blocks of " +
+                     std::to_string(s.block_length) +
+                     (s.block_length == s.gen_length ? " (one block)" : "") +
+                     "; quality may drop: pass a gen length that is a multiple of " +
+                     std::to_string(wanted_block) + ", or " + setting_name("block_length", names));
   if (o.steps) {
     s.steps = *o.steps;
   } else if (!o.gen_length && d.steps > 0) {
@@ -102,21 +139,22 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   s.temperature = o.temperature;
   s.top_k = o.top_k;
   s.top_p = o.top_p;
-  s.remasking = parse_remasking(o.remasking);
+  s.remasking = parse_remasking(o.remasking, names);
   s.cfg_scale = o.cfg_scale;
   s.threshold = o.threshold;
   s.factor = o.factor;
   s.no_eos = o.no_eos;
   s.eos_last = o.eos_last;
-  s.cache = parse_cache_mode(o.cache);
+  s.cache = parse_cache_mode(o.cache, names);
   s.seed = o.seed;
   s.eos_stop = o.eos_stop;
-  s.alg = o.alg.empty() ? default_algorithm(config) : parse_algorithm(o.alg);
+  s.alg = o.alg.empty() ? default_algorithm(config) : parse_algorithm(o.alg, names);
   s.alg_temp = o.alg_temp;
   if (s.alg != Algorithm::Llada) {
-    if (o.block_length) fail_usage("--block-length applies to --alg llada only (Dream's loop has no blocks)");
+    if (o.block_length)
+      fail_usage(setting_name("block_length", names) + " applies to --alg llada only (Dream's loop has no blocks)");
     if (s.remasking != Remasking::LowConfidence)
-      fail_usage("--remasking applies to --alg llada only; Dream's loop chooses by --alg");
+      fail_usage(setting_name("remasking", names) + " applies to --alg llada only; Dream's loop chooses by --alg");
   }
   return s;
 }

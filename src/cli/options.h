@@ -53,7 +53,18 @@ void add_generation_options(CLI::App& app, GenerationOptions& o);
 void add_prompt_options(CLI::App& app, PromptOptions& o);
 
 // Defaults: gen-length from config.json's "unmask_defaults" else 128; block-length from there
-// when it divides gen-length, else 32 when that does, else gen-length; steps = gen-length.
-GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config);
+// (else 32) when it divides gen-length, else 32 when that does, else gen-length; steps =
+// gen-length. `names` styles the names in errors and notes; `notes` (when given) receives a line
+// when a block length had to change to fit the gen length. Throws fail_usage on unknown names.
+GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config,
+                                    SettingNames names = SettingNames::Options,
+                                    std::vector<std::string>* notes = nullptr);
+
+// An integer option's check: in [lo, hi], else an error that gives the limit and `why`.
+CLI::Validator bounded(int64_t lo, int64_t hi, const std::string& why);
+// The --threads limit: 4 per core, at least 8.
+int max_threads();
+// The --batch-size limit (batch and bench): each request in flight reserves activation memory.
+constexpr int kMaxBatchSize = 1024;
 
 }  // namespace unmask

@@ -7,52 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "decode/settings.h"
 #include "io/config.h"
 #include "model/backend.h"
 
 namespace unmask {
-
-enum class Remasking { LowConfidence, Random };
-// Llada: LLaDA's block loop (confidence by --remasking). The others are Dream's loop, named as
-// its reference names them: origin (random positions at the scheduled rate), and the ones that
-// commit the most confident positions by max probability, top-1 minus top-2, or negative entropy.
-enum class Algorithm { Llada, Origin, MaskgitPlus, TopkMargin, Entropy };
-// KV caching across the steps of a block (Fast-dLLM): an approximation, never on by default.
-enum class CacheMode { None, Prefix, Dual };
-
-const char* remasking_name(Remasking r);
-Remasking parse_remasking(const std::string& name);  // fail_usage on unknown names
-const char* algorithm_name(Algorithm a);
-Algorithm parse_algorithm(const std::string& name);  // fail_usage on unknown names
-// Dream runs its own loop by default; so do llama-format dLLMs (adapted the same way); LLaDA
-// and the bundled model run the block loop.
-Algorithm default_algorithm(const ModelConfig& config);
-const char* cache_mode_name(CacheMode m);
-CacheMode parse_cache_mode(const std::string& name);  // fail_usage on unknown names
-
-struct GenerationSettings {
-  int gen_length = 128;
-  int steps = 128;
-  int block_length = 32;
-  float temperature = 0.f;
-  int top_k = 0;
-  float top_p = 1.f;
-  Remasking remasking = Remasking::LowConfidence;
-  float cfg_scale = 0.f;
-  std::optional<float> threshold;  // parallel decoding: commit every confidence >= threshold
-  std::optional<float> factor;     // parallel decoding: the n-th best commits if conf >= 1 - f/(n+1)
-  uint64_t seed = 0;
-  bool eos_stop = true;            // text-preserving early exit
-  bool no_eos = false;             // EOS/EOT logits -inf: never chosen
-  bool eos_last = false;           // EOS/EOT picks get the lowest confidence: committed last
-  CacheMode cache = CacheMode::None;
-  Algorithm alg = Algorithm::Llada;
-  float alg_temp = 0.f;            // Dream: > 0 samples the committed positions by softmax(conf / alg_temp)
-  float eps = 1e-3f;               // Dream: the last timestep
-};
-
-// Checks the settings against each other, the prompt and the model; fail_usage says what to change.
-void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config);
 
 // Per-step counts: k // s each, plus one for the first k % s steps.
 std::vector<int> transfer_counts(int masked, int steps);

@@ -1,0 +1,150 @@
+// Names, parsing and validation of the generation settings: one validator for every input path.
+#include "decode/settings.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "common.h"
+
+namespace unmask {
+
+std::string setting_name(const std::string& key, SettingNames names) {
+  if (names == SettingNames::JsonKeys) return "'" + key + "'";
+  std::string option = "--" + key;
+  for (char& c : option)
+    if (c == '_') c = '-';
+  return option;
+}
+
+const char* remasking_name(Remasking r) {
+  return r == Remasking::Random ? "random" : "low_confidence";
+}
+
+Remasking parse_remasking(const std::string& name, SettingNames names) {
+  if (name == "low_confidence") return Remasking::LowConfidence;
+  if (name == "random") return Remasking::Random;
+  fail_usage(setting_name("remasking", names) + ": unknown strategy '" + name +
+             "' (choose low_confidence or random)");
+}
+
+namespace {
+struct AlgorithmName {
+  Algorithm alg;
+  const char* name;
+};
+constexpr AlgorithmName kAlgorithms[] = {
+    {Algorithm::Llada, "llada"},           {Algorithm::Origin, "origin"},
+    {Algorithm::MaskgitPlus, "maskgit_plus"}, {Algorithm::TopkMargin, "topk_margin"},
+    {Algorithm::Entropy, "entropy"},
+};
+
+// "1.5", "inf", "nan": the value as the engine holds it.
+std::string shown(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+  return buf;
+}
+}  // namespace
+
+const char* algorithm_name(Algorithm a) {
+  for (const AlgorithmName& n : kAlgorithms)
+    if (n.alg == a) return n.name;
+  return "?";
+}
+
+Algorithm parse_algorithm(const std::string& name, SettingNames names) {
+  for (const AlgorithmName& n : kAlgorithms)
+    if (name == n.name) return n.alg;
+  fail_usage(setting_name("alg", names) + ": unknown algorithm '" + name +
+             "' (choose llada, origin, maskgit_plus, topk_margin or entropy)");
+}
+
+Algorithm default_algorithm(const ModelConfig& config) {
+  if (config.family == "dream") return Algorithm::Entropy;
+  if (config.family == "llama") return Algorithm::MaskgitPlus;
+  return Algorithm::Llada;
+}
+
+const char* cache_mode_name(CacheMode m) {
+  switch (m) {
+    case CacheMode::Prefix: return "prefix";
+    case CacheMode::Dual: return "dual";
+    default: return "none";
+  }
+}
+
+CacheMode parse_cache_mode(const std::string& name, SettingNames names) {
+  if (name == "none") return CacheMode::None;
+  if (name == "prefix") return CacheMode::Prefix;
+  if (name == "dual") return CacheMode::Dual;
+  fail_usage(setting_name("cache", names) + ": unknown mode '" + name + "' (choose none, prefix or dual)");
+}
+
+void validate_setting_values(const GenerationSettings& s, SettingNames names) {
+  auto name = [&](const char* key) { return setting_name(key, names); };
+  // A float in [lo, hi], or (lo, hi] when the low end is open. NaN fails every comparison.
+  auto in_range = [&](const char* key, float v, float lo, float hi, bool open_low,
+                      const std::string& note = "") {
+    const bool ok = std::isfinite(v) && (open_low ? v > lo : v >= lo) && v <= hi;
+    if (!ok)
+      fail_usage(name(key) + " must be a finite number in " + (open_low ? "(" : "[") + shown(lo) + ", " +
+                 shown(hi) + "] (" + note + "got " + shown(v) + ")");
+  };
+  auto positive = [&](const char* key, int v, int hi) {
+    if (v < 1 || v > hi)
+      fail_usage(name(key) + " must be in [1, " + std::to_string(hi) + "] (got " + std::to_string(v) + ")");
+  };
+  positive("gen_length", s.gen_length, 1 << 30);
+  positive("block_length", s.block_length, 1 << 30);
+  positive("steps", s.steps, kMaxSteps);
+  in_range("temperature", s.temperature, 0.f, kMaxTemperature, false, "0 is greedy; ");
+  if (s.top_k < 0)
+    fail_usage(name("top_k") + " must be >= 0 (0 disables it; got " + std::to_string(s.top_k) + ")");
+  in_range("top_p", s.top_p, 0.f, 1.f, true, "1 disables it; ");
+  in_range("cfg_scale", s.cfg_scale, 0.f, kMaxCfgScale, false, "0 disables guidance; ");
+  if (s.threshold) in_range("threshold", *s.threshold, 0.f, 1.f, true);
+  if (s.factor) in_range("factor", *s.factor, 0.f, kMaxFactor, true);
+  in_range("alg_temp", s.alg_temp, 0.f, kMaxTemperature, false, "0 commits the most confident; ");
+  if (!(std::isfinite(s.eps) && s.eps > 0.f && s.eps < 1.f)) fail_usage("eps must be in (0, 1)");
+}
+
+void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config,
+                       SettingNames names) {
+  validate_setting_values(s, names);
+  auto name = [&](const char* key) { return setting_name(key, names); };
+  auto need = [](bool ok, const std::string& message) {
+    if (!ok) fail_usage(message);
+  };
+  if (s.alg == Algorithm::Llada) {
+    need(s.gen_length % s.block_length == 0,
+         name("gen_length") + " " + std::to_string(s.gen_length) + " is not a multiple of " +
+             name("block_length") + " " + std::to_string(s.block_length) +
+             "; change one so that it divides the other");
+    const int blocks = s.gen_length / s.block_length;
+    need(s.steps % blocks == 0, name("steps") + " " + std::to_string(s.steps) + " is not divisible by the " +
+                                    std::to_string(blocks) +
+                                    " blocks (gen-length / block-length); use a multiple of " +
+                                    std::to_string(blocks));
+    need(s.alg_temp == 0.f, name("alg_temp") + " applies to Dream's loop (--alg maskgit_plus, "
+                            "topk_margin or entropy), not to --alg llada");
+  } else {
+    const std::string dream = std::string(" applies to --alg llada only, not to Dream's loop (--alg ") +
+                              algorithm_name(s.alg) + ")";
+    need(!s.threshold && !s.factor, name("threshold") + "/" + name("factor") + dream);
+    need(s.cache == CacheMode::None, name("cache") + dream);
+    need(!s.eos_last, "--eos-last" + dream);
+    need(s.alg != Algorithm::Origin || s.alg_temp == 0.f,
+         name("alg_temp") + " has no effect with --alg origin (it commits random positions already)");
+  }
+  need(!(s.threshold && s.factor), name("threshold") + " and " + name("factor") +
+                                       " are alternative rules: choose one");
+  need(!(s.no_eos && s.eos_last), "--no-eos and --eos-last contradict each other: choose one");
+  need(prompt_tokens > 0, "the prompt is empty: give some text to continue");
+  const size_t canvas = prompt_tokens + static_cast<size_t>(s.gen_length);
+  need(canvas <= static_cast<size_t>(config.max_seq_len),
+       "prompt (" + std::to_string(prompt_tokens) + " tokens) + " + name("gen_length") + " " +
+           std::to_string(s.gen_length) + " exceeds the model's max_sequence_length " +
+           std::to_string(config.max_seq_len) + "; shorten one of them");
+}
+
+}  // namespace unmask

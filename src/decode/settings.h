@@ -1,0 +1,74 @@
+// Generation settings of one request, their names and their validation (the same checks for the
+// command line, batch lines and server requests).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "io/config.h"
+
+namespace unmask {
+
+enum class Remasking { LowConfidence, Random };
+// Llada: LLaDA's block loop (confidence by --remasking). The others are Dream's loop, named as
+// its reference names them: origin (random positions at the scheduled rate), and the ones that
+// commit the most confident positions by max probability, top-1 minus top-2, or negative entropy.
+enum class Algorithm { Llada, Origin, MaskgitPlus, TopkMargin, Entropy };
+// KV caching across the steps of a block (Fast-dLLM): an approximation, never on by default.
+enum class CacheMode { None, Prefix, Dual };
+
+// How an error message names a setting: as a command-line option ("--gen-length") or as the JSON
+// key of a batch line or a server request ("'gen_length'").
+enum class SettingNames { Options, JsonKeys };
+// `key` is the JSON spelling ("gen_length"); the option spelling swaps '_' for '-'.
+std::string setting_name(const std::string& key, SettingNames names);
+
+const char* remasking_name(Remasking r);
+// fail_usage on unknown names, naming the setting in the `names` style.
+Remasking parse_remasking(const std::string& name, SettingNames names = SettingNames::Options);
+const char* algorithm_name(Algorithm a);
+Algorithm parse_algorithm(const std::string& name, SettingNames names = SettingNames::Options);
+// Dream runs its own loop by default; so do llama-format dLLMs (adapted the same way); LLaDA
+// and the bundled model run the block loop.
+Algorithm default_algorithm(const ModelConfig& config);
+const char* cache_mode_name(CacheMode m);
+CacheMode parse_cache_mode(const std::string& name, SettingNames names = SettingNames::Options);
+
+struct GenerationSettings {
+  int gen_length = 128;
+  int steps = 128;
+  int block_length = 32;
+  float temperature = 0.f;
+  int top_k = 0;
+  float top_p = 1.f;
+  Remasking remasking = Remasking::LowConfidence;
+  float cfg_scale = 0.f;
+  std::optional<float> threshold;  // parallel decoding: commit every confidence >= threshold
+  std::optional<float> factor;     // parallel decoding: the n-th best commits if conf >= 1 - f/(n+1)
+  uint64_t seed = 0;
+  bool eos_stop = true;            // text-preserving early exit
+  bool no_eos = false;             // EOS/EOT logits -inf: never chosen
+  bool eos_last = false;           // EOS/EOT picks get the lowest confidence: committed last
+  CacheMode cache = CacheMode::None;
+  Algorithm alg = Algorithm::Llada;
+  float alg_temp = 0.f;            // Dream: > 0 samples the committed positions by softmax(conf / alg_temp)
+  float eps = 1e-3f;               // Dream: the last timestep
+};
+
+// The documented ranges (README "Validated ranges", man page). Values are checked as the engine
+// holds them (float, int), so a JSON number that overflows a float is caught as infinite.
+constexpr int kMaxSteps = 1 << 20;          // more steps only repeat forwards that commit nothing
+constexpr float kMaxTemperature = 100.f;    // temperature, alg_temp
+constexpr float kMaxCfgScale = 100.f;
+constexpr float kMaxFactor = 100.f;
+
+// Checks each value on its own: finite and within its range. fail_usage names the setting.
+void validate_setting_values(const GenerationSettings& s, SettingNames names = SettingNames::Options);
+// validate_setting_values, then the settings against each other, the prompt and the model;
+// fail_usage says what to change.
+void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config,
+                       SettingNames names = SettingNames::Options);
+
+}  // namespace unmask
