@@ -253,9 +253,9 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMemcpyAsync(host_results_, pick_results_, results_bytes, cudaMemcpyDeviceToHost,
                                ctx_.stream));
     sync_and_check();
+    // note: token -1 (every token banned, or finite false) is the sampler's to report, as on
+    // the CPU.
     std::memcpy(out, host_results_, results_bytes);
-    for (int64_t r = 0; r < rows; r++)
-      UNMASK_CHECK(out[r].token >= 0, "every token of the vocabulary is banned");
   }
 
  private:

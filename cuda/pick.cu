@@ -39,6 +39,9 @@ __device__ __forceinline__ Best shfl(Best x, int o) {
 struct MaxOp {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
 };
+struct OrOp {
+  __device__ int32_t operator()(int32_t a, int32_t b) const { return a | b; }
+};
 struct Top2Op {
   __device__ Top2 operator()(Top2 a, Top2 b) const {
     top2_push(b.t1, a.t1, a.t2);
@@ -87,13 +90,24 @@ struct Row {
   const int32_t* banned;  // shared memory
   int n_banned;
 
-  __device__ float operator()(int v) const {
-    float x = uncond ? cfg_combine(cond[v], uncond[v], w1) : cond[v];
+  // The CFG-combined logit, before the bans.
+  __device__ float raw(int v) const { return uncond ? cfg_combine(cond[v], uncond[v], w1) : cond[v]; }
+  // `x` = raw(v), or -inf when v is banned.
+  __device__ float ban(int v, float x) const {
     for (int i = 0; i < n_banned; i++)
       if (banned[i] == v) x = -INFINITY;
     return x;
   }
+  __device__ float operator()(int v) const { return ban(v, raw(v)); }
 };
+
+// A row holding a NaN or an infinity: the weights hold NaN/Inf or the activations overflowed.
+// Nothing is chosen; the host ends the request with an error.
+__device__ PickResult non_finite_result() {
+  PickResult r;
+  r.finite = false;
+  return r;
+}
 
 // Histogram of digit `level` over the running candidates. key_of(v, &key) says whether v is a
 // candidate and gives its key. Counts are aggregated per warp (logits share their top digits,
@@ -225,10 +239,19 @@ __device__ __noinline__ void pick_filtered_confidence(const Row& row, int vocab,
   const bool use_top_k = p.top_k > 0 && p.top_k < vocab;
   const bool use_top_p = p.top_p > 0.f && p.top_p < 1.f;
 
-  // Pass 1: the tempered maximum.
+  // Pass 1: the tempered maximum, and whether the row is finite.
   float mx = -INFINITY;
-  for (int v = threadIdx.x; v < vocab; v += kThreads) mx = fmaxf(mx, lt(v));
+  int32_t non_finite = 0;
+  for (int v = threadIdx.x; v < vocab; v += kThreads) {
+    const float x = row.raw(v);
+    non_finite |= !isfinite(x);
+    mx = fmaxf(mx, temper(row.ban(v, x), p.temperature));
+  }
   mx = block_reduce(mx, MaxOp{}, sh);
+  if (block_reduce(non_finite, OrOp{}, sh)) {
+    if (threadIdx.x == 0) *out = non_finite_result();
+    return;
+  }
   if (mx == -INFINITY) {  // every token banned: the host reports it
     if (threadIdx.x == 0) *out = PickResult{};
     return;
@@ -323,12 +346,15 @@ pick_kernel(const float* logits, int64_t ld, const float* uncond, int64_t uncond
   const bool use_top_p = p.top_p > 0.f && p.top_p < 1.f;
   const bool filtered = use_top_k || use_top_p;
 
-  // Pass 1: max, top two, and the winner when nothing is filtered.
+  // Pass 1: max, top two, the winner when nothing is filtered, and whether the row is finite.
   float mx = -INFINITY;
   Top2 top2 = {-INFINITY, -INFINITY};
   Best best;
+  int32_t non_finite = 0;
   for (int v = threadIdx.x; v < vocab; v += kThreads) {
-    const float x = row(v);
+    const float raw = row.raw(v);
+    non_finite |= !isfinite(raw);
+    const float x = row.ban(v, raw);
     mx = fmaxf(mx, x);
     top2_push(x, top2.t1, top2.t2);
     if (!filtered && x != -INFINITY) {
@@ -339,6 +365,10 @@ pick_kernel(const float* logits, int64_t ld, const float* uncond, int64_t uncond
   mx = block_reduce(mx, MaxOp{}, sh);
   top2 = block_reduce(top2, Top2Op{}, sh);
   if (!filtered) best = block_reduce(best, BestOp{}, sh);
+  if (block_reduce(non_finite, OrOp{}, sh)) {
+    if (threadIdx.x == 0) out[r] = non_finite_result();
+    return;
+  }
   if (mx == -INFINITY) {  // every token banned: the host reports it
     if (threadIdx.x == 0) out[r] = PickResult{};
     return;

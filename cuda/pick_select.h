@@ -354,14 +354,23 @@ PickResult pick_row_model_filtered(Val val, int64_t vocab, const PickParams& p) 
 }
 
 // Sequential model of the kernel: same steps, same arithmetic, histograms by a plain loop.
-// token -1 when every candidate is banned.
+// token -1 when every candidate is banned; finite false (token -1) when the CFG-combined row holds
+// a NaN or an infinity before the bans (the kernel finds it in its first pass).
 inline PickResult pick_row_model(const float* logits, const float* uncond, int64_t vocab,
                                  const PickParams& p, const std::vector<int32_t>& banned) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const bool use_cfg = p.cfg_scale > 0.f && uncond != nullptr;
   const float w1 = p.cfg_scale + 1.f;
+  auto raw = [&](int64_t v) { return use_cfg ? cfg_combine(logits[v], uncond[v], w1) : logits[v]; };
+  for (int64_t v = 0; v < vocab; v++) {
+    if (!std::isfinite(raw(v))) {
+      PickResult bad;
+      bad.finite = false;
+      return bad;
+    }
+  }
   auto val = [&](int64_t v) {
-    float x = use_cfg ? cfg_combine(logits[v], uncond[v], w1) : logits[v];
+    float x = raw(v);
     const size_t n_banned = p.n_banned < 0 ? banned.size()
                                            : std::min(banned.size(), static_cast<size_t>(p.n_banned));
     for (size_t i = 0; i < n_banned; i++)

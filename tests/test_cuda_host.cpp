@@ -329,6 +329,36 @@ TEST_CASE("cuda host: a row with every token banned has no winner") {
   CHECK(pick::pick_row_model(row.data(), nullptr, 3, p, {0, 2}).token == 1);
 }
 
+TEST_CASE("cuda host: a row holding NaN or an infinity is reported, by the kernel's model and the CPU") {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<int32_t> scratch;
+  for (bool filtered : {false, true}) {
+    PickParams p;
+    p.filtered_confidence = filtered;
+    p.temperature = filtered ? 0.5f : 0.f;
+    for (const std::vector<float>& row : {std::vector<float>{1.f, nan, 3.f}, {1.f, inf, 3.f},
+                                          {-inf, 2.f, 3.f}, {nan, nan, nan}}) {
+      CAPTURE(filtered);
+      const PickResult model = pick::pick_row_model(row.data(), nullptr, 3, p, {2});
+      CHECK(!model.finite);
+      CHECK(model.token == -1);
+      std::vector<float> copy = row;
+      const PickResult cpu = pick_row(copy.data(), nullptr, 3, p, {2}, scratch);
+      CHECK(!cpu.finite);
+      CHECK(cpu.token == -1);
+    }
+    // A banned token's -inf is the ban, not an overflow; CFG that overflows is caught.
+    const std::vector<float> ok = {1.f, 2.f, 3.f};
+    CHECK(pick::pick_row_model(ok.data(), nullptr, 3, p, {2}).finite);
+    const std::vector<float> big = {3e38f, 0.f, 1.f}, small = {-3e38f, 0.f, 1.f};
+    p.cfg_scale = 1.f;
+    p.uncond_row = 0;
+    CHECK(!pick::pick_row_model(big.data(), small.data(), 3, p, {}).finite);
+    std::vector<float> big_copy = big;
+    CHECK(!pick_row(big_copy.data(), small.data(), 3, p, {}, scratch).finite);
+  }
+}
+
 TEST_CASE("cuda host: --backend auto falls back to the CPU without a usable device") {
   auto backend = make_backend("auto", 1);
   REQUIRE(backend);

@@ -291,6 +291,14 @@ int run_batch(const BatchOptions& o) {
         continue;
       }
       const Sampler& s = *r.sampler;
+      if (!s.error().empty()) {
+        r.work->line.error = s.error();
+        writer.write(error_record(r.work->line));
+        written++;
+        failed++;
+        running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
+      }
       const std::vector<int32_t> answer = s.answer();
       const int generated = text_length(answer, session->config.stop_token_ids);
       const double seconds = std::chrono::duration<double>(Clock::now() - r.start).count();

@@ -158,6 +158,7 @@ RunOutcome run_once(Subject& subject, const BenchCase& c, int prompt_length) {
   RunOutcome r;
   r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   for (Sampler* s : samplers) {
+    if (!s->error().empty()) fail_runtime("bench: " + s->error());
     // Synthetic models have no real EOS: every generated position counts.
     r.generated_tokens += subject.is_synthetic() ? s->settings().gen_length
                                                  : text_length(s->answer(), config.stop_token_ids);

@@ -16,6 +16,7 @@
 #include "common.h"
 #include "decode/engine.h"
 #include "decode/session.h"
+#include "io/tensor_check.h"
 
 namespace unmask {
 namespace {
@@ -80,6 +81,7 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
     engine.run({&sampler});
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!sampler.error().empty()) fail_runtime(sampler.error());
 
   const std::vector<int32_t> answer = sampler.answer();
   const std::string text = decode_text(*session->tokenizer, answer, session->config.stop_token_ids);
@@ -118,9 +120,16 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
   return kExitOk;
 }
 
-int run_info(const CommonOptions& common) {
+int run_info(const CommonOptions& common, bool check_weights) {
   auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
                               common.mask_id);
+  if (check_weights) {
+    if (const auto bad = find_non_finite(*session->store))
+      fail_input(session->store->source() + ": tensor '" + bad->name + "' holds " +
+                 std::to_string(bad->count) + " NaN/Inf value(s) of " + std::to_string(bad->numel) +
+                 " (the first at element " + std::to_string(bad->first_index) +
+                 "): the weights are damaged; re-download or re-convert the checkpoint");
+  }
   const ModelConfig& c = session->config;
   size_t params = 0;
   for (const auto& [name, info] : session->store->tensors()) {
@@ -159,6 +168,9 @@ int run_info(const CommonOptions& common) {
   if (!session->chat.default_system.empty()) j["chat_default_system"] = session->chat.default_system;
   j["backend"] = session->backend->name();
   j["device"] = session->backend->device();
+  if (check_weights)
+    j["check_weights"] = "ok: every value of the " + std::to_string(session->store->tensors().size()) +
+                         " tensors is finite";
   if (common.format == "json") {
     std::cout << j.dump(2) << "\n";
   } else {
@@ -200,8 +212,12 @@ int run(int argc, char** argv) {
   BenchOptions bench;
   CLI::App* bench_cmd = add_bench_command(app, bench);
   CommonOptions info_common;
+  bool check_weights = false;
   CLI::App* info = app.add_subcommand("info", "Show model, tokenizer, backend and device facts");
   add_common_options(*info, info_common);
+  info->add_flag("--check-weights", check_weights,
+                 "Also read every tensor and fail (exit 3) naming the first one that holds NaN or "
+                 "Inf");
 
   try {
     app.parse(argc, argv);
@@ -215,7 +231,7 @@ int run(int argc, char** argv) {
     std::cerr << "unmask: " << e.what() << " (see unmask --help)\n";
     return kExitUsage;
   }
-  if (info->parsed()) return run_info(info_common);
+  if (info->parsed()) return run_info(info_common, check_weights);
   if (batch_cmd->parsed()) return run_batch(batch);
   if (bench_cmd->parsed()) return run_bench(bench);
   return run_generate(common, gen, prompt_options, prompt, visual);

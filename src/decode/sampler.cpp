@@ -188,6 +188,17 @@ std::vector<size_t> Sampler::dream_order(const std::vector<PickResult>& picks, i
 
 void Sampler::commit(const std::vector<PickResult>& picks) {
   UNMASK_CHECK(!done_ && picks.size() == wanted_.size(), "commit without a pending step");
+  for (const PickResult& p : picks) {
+    if (p.finite && p.token >= 0) continue;
+    error_ = p.finite ? "no token can be chosen at step " + std::to_string(step_ + 1) +
+                            ": every token of the vocabulary is banned"
+                      : "non-finite logits at step " + std::to_string(step_ + 1) +
+                            ": the weights contain NaN/Inf or the activations overflowed (check "
+                            "with: unmask info --check-weights)";
+    done_ = true;
+    wanted_.clear();
+    return;
+  }
   int n = 0;
   const std::vector<size_t> order = dream_loop() ? dream_order(picks, n) : llada_order(picks, n);
   for (int i = 0; i < n; i++) canvas_[wanted_[order[i]]] = picks[order[i]].token;

@@ -49,6 +49,9 @@ class Sampler {
   int forwards() const { return step_ * (uses_cfg() ? 2 : 1); }
   bool dream_loop() const { return settings_.alg != Algorithm::Llada; }
   bool stopped_early() const { return stopped_early_; }
+  // Non-empty when the request ended in an error (non-finite logits, nothing choosable); the
+  // sampler is then done and its canvas incomplete.
+  const std::string& error() const { return error_; }
   const std::vector<int>& steps_per_block() const { return steps_per_block_done_; }
   const std::vector<int>& commits_per_step() const { return commits_per_step_; }
   int cache_refreshes() const { return cache_refreshes_; }  // steps that rebuilt the KV cache
@@ -80,6 +83,7 @@ class Sampler {
   int dream_count_ = 0;         // Dream: positions the pending step commits
   bool done_ = false;
   bool stopped_early_ = false;
+  std::string error_;
   std::vector<int32_t> wanted_;
   std::vector<int> steps_per_block_done_;  // forwards spent in each block (stats)
   std::vector<int> commits_per_step_;      // tokens committed at each step (stats)

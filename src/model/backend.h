@@ -34,6 +34,9 @@ struct PickResult {
   float prob = 0.f;     // softmax(logits)[token] under the unfiltered, unperturbed logits
   float margin = 0.f;   // p(top1) - p(top2)
   float entropy = 0.f;  // -sum p log p; with filtered_confidence: -sum p log(p + 1e-10) (Dream)
+  // false: the row (after the CFG combine, before bans) held a NaN or an infinity, so nothing was
+  // chosen (token -1): the weights hold NaN/Inf or the activations overflowed.
+  bool finite = true;
 };
 
 // Ragged batch layout for attention: sequence s owns query rows [q_start[s], q_start[s+1]) and

@@ -57,7 +57,8 @@ class SortedPrefix {
 const double kGumbelMin = noise_gumbel(0);
 const double kGumbelMax = noise_gumbel(~uint64_t{0});
 
-// The token among `candidates` (all of the row when null) maximising logit + T * Gumbel noise.
+// The token among `candidates` (all of the row when null) maximising logit + T * Gumbel noise;
+// -1 when every one is banned (-inf).
 int64_t choose(const float* row, int64_t vocab, const int32_t* candidates, int64_t n,
                const PickParams& params) {
   auto score = [&](int64_t v) {
@@ -89,8 +90,7 @@ int64_t choose(const float* row, int64_t vocab, const int32_t* candidates, int64
       best_score = s;
     }
   }
-  UNMASK_CHECK(best >= 0, "every token of the vocabulary is banned");
-  return best;
+  return best;  // -1: every candidate is banned
 }
 
 // LLaDA's order: statistics of the unfiltered softmax, then top-k, then top-p over the survivors.
@@ -148,6 +148,7 @@ PickResult pick_unfiltered_confidence(const float* row, int64_t vocab, const Pic
   }
 
   const int64_t best = choose(row, vocab, n_kept == vocab ? nullptr : scratch.data(), n_kept, params);
+  if (best < 0) return PickResult{};  // the sampler reports it
 
   PickResult result;
   result.token = static_cast<int32_t>(best);
@@ -188,6 +189,7 @@ PickResult pick_filtered_confidence(const float* row, int64_t vocab, const PickP
     kept = order.data();
   }
   const int64_t best = choose(row, vocab, kept, n_kept, params);
+  if (best < 0) return PickResult{};  // the sampler reports it
 
   auto entry = [&](int64_t i) -> int64_t { return kept ? kept[i] : i; };
   float top = kNegInf;
@@ -220,6 +222,15 @@ PickResult pick_row(float* row, const float* uncond_row, int64_t vocab, const Pi
   if (uncond_row) {
     const float w1 = params.cfg_scale + 1.f;
     for (int64_t v = 0; v < vocab; v++) row[v] = uncond_row[v] + w1 * (row[v] - uncond_row[v]);
+  }
+  // note: before the bans, which write -inf; a NaN would otherwise lose every comparison and an
+  // all-NaN row would silently pick token 0.
+  bool finite = true;
+  for (int64_t v = 0; v < vocab; v++) finite &= std::isfinite(row[v]);
+  if (!finite) {
+    PickResult bad;
+    bad.finite = false;
+    return bad;
   }
   const size_t n_banned = params.n_banned < 0
                               ? banned.size()

@@ -139,15 +139,30 @@ TEST_CASE("cuda: pick reproduces the reference fixture rows") {
   }
 }
 
-TEST_CASE("cuda: pick reports a row whose every token is banned") {
+TEST_CASE("cuda: pick reports a row whose every token is banned, and rows that are not finite") {
   UNMASK_REQUIRE_CUDA();
   Backends b;
   Twin l = make_twin(b, 1, 3, {1.f, 2.f, 3.f});
   PickParams p;
   PickResult r;
-  CHECK_THROWS_AS(b.gpu->pick(l.gpu, nullptr, &p, {0, 1, 2}, &r), Error);
+  b.gpu->pick(l.gpu, nullptr, &p, {0, 1, 2}, &r);
+  CHECK(r.token == -1);
+  CHECK(r.finite);
   b.gpu->pick(l.gpu, nullptr, &p, {2}, &r);  // and goes on
   CHECK(r.token == 1);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (bool filtered : {false, true}) {
+    p.filtered_confidence = filtered;
+    for (const std::vector<float>& row : {std::vector<float>{1.f, nan, 3.f}, {1.f, inf, 3.f},
+                                          {-inf, 2.f, 3.f}, {nan, nan, nan}}) {
+      Twin bad = make_twin(b, 1, 3, row);
+      b.gpu->pick(bad.gpu, nullptr, &p, {2}, &r);
+      CHECK(!r.finite);
+      CHECK(r.token == -1);
+      b.cpu->pick(bad.cpu, nullptr, &p, {2}, &r);
+      CHECK(!r.finite);
+    }
+  }
 }
 
 TEST_CASE("cuda: forward logits match the float64 reference") {
