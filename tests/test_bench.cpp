@@ -48,7 +48,9 @@ std::string tiny_config(const std::string& dir) {
   const std::string path = dir + "/config.json";
   std::ofstream(path) << R"({"model_type": "llada", "d_model": 32, "n_heads": 2, "n_kv_heads": 1,
     "n_layers": 2, "mlp_hidden_size": 48, "vocab_size": 300, "max_sequence_length": 96,
-    "mask_token_id": 5, "eos_token_id": 6, "torch_dtype": "bfloat16"})";
+    "mask_token_id": 5, "eos_token_id": 6, "torch_dtype": "bfloat16", "weight_tying": false,
+    "embedding_size": 300, "rope": true, "block_type": "llama", "layer_norm_type": "rms",
+    "activation_type": "silu"})";
   return path;
 }
 

@@ -39,11 +39,13 @@ json llada_8b() {
   })");
 }
 
-// The smallest config that names every required key.
+// The smallest config that names every required key, and the four switches whose absence means
+// a model unmask does not run.
 json minimal() {
   return json{{"model_type", "llada"}, {"d_model", 64},      {"n_heads", 4},
               {"n_layers", 2},         {"mlp_hidden_size", 128}, {"vocab_size", 100},
-              {"mask_token_id", 99},   {"eos_token_id", 1}};
+              {"mask_token_id", 99},   {"eos_token_id", 1},   {"rope", true},
+              {"block_type", "llama"}, {"layer_norm_type", "rms"}, {"activation_type", "silu"}};
 }
 
 const char* kPath = "models/x/config.json";
@@ -97,14 +99,24 @@ TEST_CASE("config: the LLaDA-8B config") {
 }
 
 TEST_CASE("config: defaults, GQA, tying, eot and unmask_defaults") {
+  // Absent keys: configuration_llada.py's defaults, each said in `assumed`.
   unmask::ModelConfig c = unmask::parse_config(minimal(), kPath);
   CHECK(c.n_kv_heads == 4);
   CHECK(c.head_dim == 16);
-  CHECK(c.embedding_size == 100);
-  CHECK(c.max_seq_len == 4096);
+  CHECK(c.embedding_size == 50304);
+  CHECK(c.max_seq_len == 1024);
   CHECK(c.rope_theta == 10000.0);
   CHECK(c.rms_eps == doctest::Approx(1e-5));
-  CHECK_FALSE(c.weight_tying);
+  CHECK(c.weight_tying);
+  CHECK(c.assumed == std::vector<std::string>{"embedding_size 50304", "max_sequence_length 1024",
+                                              "rope_theta 10000", "rms_norm_eps 1e-05", "weight_tying true"});
+  CHECK(unmask::parse_config(llada_8b(), kPath).assumed.empty());
+  // null embedding_size means vocab_size; no mlp_hidden_size means mlp_ratio x d_model.
+  c = unmask::parse_config(with(without(minimal(), "mlp_hidden_size"), "embedding_size", nullptr), kPath);
+  CHECK(c.embedding_size == 100);
+  CHECK(c.mlp_hidden == 256);
+  c = unmask::parse_config(with(without(minimal(), "mlp_hidden_size"), "mlp_ratio", 3), kPath);
+  CHECK(c.mlp_hidden == 192);
 
   json j = minimal();
   j["n_kv_heads"] = 2;
@@ -154,8 +166,7 @@ TEST_CASE("config: model family errors") {
 }
 
 TEST_CASE("config: missing and mistyped keys") {
-  for (const char* key : {"d_model", "n_heads", "n_layers", "mlp_hidden_size", "vocab_size",
-                          "mask_token_id", "eos_token_id"}) {
+  for (const char* key : {"d_model", "n_heads", "n_layers", "vocab_size", "mask_token_id", "eos_token_id"}) {
     CAPTURE(key);
     check_config_error(without(minimal(), key), (std::string("missing required key '") + key + "'").c_str());
   }
@@ -184,12 +195,12 @@ TEST_CASE("config: inconsistent sizes and token ids") {
   check_config_error(with(minimal(), "n_kv_heads", 3), "key 'n_kv_heads' (3) must divide n_heads (4)");
   check_config_error(with(minimal(), "embedding_size", 50),
                      "key 'vocab_size' (100) must not exceed embedding_size (50)");
-  check_config_error(with(minimal(), "mask_token_id", 100),
+  check_config_error(with(with(minimal(), "embedding_size", 100), "mask_token_id", 100),
                      "key 'mask_token_id' must be below embedding_size (100) (got 100)");
   check_config_error(with(minimal(), "mask_token_id", -1),
                      "key 'mask_token_id' must be a non-negative integer (got -1)");
   check_config_error(with(minimal(), "eos_token_id", "2"), "key 'eos_token_id' must be a non-negative integer");
-  check_config_error(with(minimal(), "eot_token_id", 1000), "key 'eot_token_id' must be below embedding_size");
+  check_config_error(with(minimal(), "eot_token_id", 100000), "key 'eot_token_id' must be below embedding_size");
   check_config_error(with(minimal(), "eos_token_id", 99), "key 'mask_token_id' equals an end-of-text id, eos_token_id or eot_token_id (99)");
   // A mask id within the padded embedding rows but past vocab_size is allowed.
   CHECK(unmask::parse_config(with(with(minimal(), "embedding_size", 128), "mask_token_id", 120), kPath)
@@ -282,17 +293,83 @@ TEST_CASE("config: Dream (Qwen2 keys) and llama-format families") {
 
 TEST_CASE("config: Hugging Face-style switches unmask cannot honour are refused by name") {
   check_config_error(with(dream_config(), "hidden_act", "gelu"), "key 'hidden_act' is unsupported unless \"silu\"");
-  check_config_error(with(dream_config(), "rope_scaling", {{"type", "yarn"}}), "key 'rope_scaling' is unsupported");
+  check_config_error(with(dream_config(), "rope_scaling", {{"type", "yarn"}}), "key 'rope_scaling.type' is unsupported");
   check_config_error(with(dream_config(), "use_sliding_window", true), "key 'use_sliding_window' = true");
   check_config_error(with(llama_config(), "attention_bias", true), "key 'attention_bias' = true is unsupported");
   check_config_error(with(llama_config(), "mlp_bias", true), "key 'mlp_bias' = true");
   check_config_error(with(llama_config(), "head_dim", 16), "key 'head_dim' must equal hidden_size / num_attention_heads (12)");
   check_config_error(without(dream_config(), "hidden_size"), "missing required key 'hidden_size'");
-  check_config_error(without(dream_config(), "mask_token_id"), "missing required key 'mask_token_id'");
+  check_config_error(without(dream_config(), "mask_token_id"),
+                     "key 'mask_token_id' is absent, and DreamConfig's default 151666 is not below vocab_size (512)");
   check_config_error(with(dream_config(), "num_attention_heads", 5),
                      "key 'num_attention_heads' (5) must divide hidden_size (56)");
   check_config_error(with(dream_config(), "num_key_value_heads", 2),
                      "key 'num_key_value_heads' (2) must divide num_attention_heads (7)");
   check_config_error(with(dream_config(), "mask_token_id", 512), "key 'mask_token_id' must be below vocab_size (512)");
   check_config_error(with(llama_config(), "eos_token_id", {2, 5000}), "key 'eos_token_id' must be below vocab_size");
+}
+
+TEST_CASE("config: RoPE in either layout; every scaled rope type refused in either place") {
+  // transformers' newer layout.
+  json j = without(dream_config(), "rope_theta");
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 500000}};
+  CHECK(unmask::parse_config(j, kPath).rope_theta == 500000.0);
+  j = without(minimal(), "rope_theta");
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 500000}};
+  unmask::ModelConfig c = unmask::parse_config(j, kPath);
+  CHECK(c.rope_theta == 500000.0);
+  CHECK(std::find(c.assumed.begin(), c.assumed.end(), "rope_theta 10000") == c.assumed.end());
+  // Both layouts agreeing is fine; disagreeing is an error, never a silent choice.
+  CHECK(unmask::parse_config(with(j, "rope_theta", 500000.0), kPath).rope_theta == 500000.0);
+  check_config_error(with(j, "rope_theta", 10000.0), "key 'rope_theta' contradicts rope_parameters.rope_theta");
+  // A plain rope_type in rope_scaling is plain RoPE.
+  CHECK(unmask::parse_config(with(dream_config(), "rope_scaling", {{"rope_type", "default"}}), kPath).rope_theta == 1e6);
+  for (const char* type : {"yarn", "linear", "dynamic", "llama3", "longrope"}) {
+    CAPTURE(type);
+    check_config_error(with(dream_config(), "rope_parameters", {{"rope_type", type}, {"rope_theta", 1e6}}),
+                       "key 'rope_parameters.rope_type' is unsupported (only plain RoPE");
+    check_config_error(with(minimal(), "rope_parameters", {{"rope_type", type}}), "rope_parameters.rope_type");
+    check_config_error(with(minimal(), "rope_scaling", {{"rope_type", type}, {"factor", 4.0}}),
+                       "key 'rope_scaling.rope_type' is unsupported");
+    check_config_error(with(llama_config(), "rope_scaling", {{"type", type}}), "key 'rope_scaling.type'");
+  }
+  check_config_error(with(dream_config(), "rope_parameters", {{"rope_type", "default"}, {"factor", 2.0}}),
+                     "key 'rope_parameters.factor' is unsupported");
+  check_config_error(with(dream_config(), "rope_scaling", {{"factor", 2.0}}), "key 'rope_scaling' is unsupported");
+  check_config_error(with(dream_config(), "rope_parameters", 5), "key 'rope_parameters'");
+}
+
+TEST_CASE("config: absent keys take the family's configuration-class defaults, and say so") {
+  // Dream: DreamConfig's rope_theta is 10000 (the 7B checkpoint writes 1e6), 32 KV heads when
+  // the key is absent, 32768 positions, eps 1e-6.
+  json j = without(without(without(dream_config(), "rope_theta"), "max_position_embeddings"), "rms_norm_eps");
+  j = without(j, "num_key_value_heads");
+  j["num_attention_heads"] = 32;
+  j["hidden_size"] = 256;
+  unmask::ModelConfig d = unmask::parse_config(j, kPath);
+  CHECK(d.rope_theta == 10000.0);
+  CHECK(d.n_kv_heads == 32);
+  CHECK(d.max_seq_len == 32768);
+  CHECK(d.rms_eps == doctest::Approx(1e-6));
+  CHECK(d.assumed == std::vector<std::string>{"num_key_value_heads 32", "max_position_embeddings 32768",
+                                              "rope_theta 10000", "rms_norm_eps 1e-06"});
+  // null KV heads: as many as the query heads.
+  CHECK(unmask::parse_config(with(j, "num_key_value_heads", nullptr), kPath).n_kv_heads == 32);
+  CHECK(unmask::parse_config(with(with(j, "num_key_value_heads", nullptr), "num_attention_heads", 16), kPath)
+            .n_kv_heads == 16);
+  // Dream's mask id from its class when absent and it fits.
+  json big = with(without(dream_config(), "mask_token_id"), "vocab_size", 152064);
+  CHECK(unmask::parse_config(big, kPath).mask_token_id == 151666);
+  // Llama: LlamaConfig's eps is 1e-6 and its context 2048.
+  unmask::ModelConfig l = unmask::parse_config(without(without(llama_config(), "rms_norm_eps"), "max_position_embeddings"), kPath);
+  CHECK(l.rms_eps == doctest::Approx(1e-6));
+  CHECK(l.max_seq_len == 2048);
+  CHECK(l.n_kv_heads == 2);
+  // LLaDA switches whose class default unmask does not run are refused by name when absent.
+  for (const char* key : {"rope", "block_type", "layer_norm_type", "activation_type"}) {
+    CAPTURE(key);
+    check_config_error(without(minimal(), key), (std::string("key '") + key +
+                                                 "' is missing, which LLaDA's configuration class reads as").c_str());
+  }
+  CHECK(unmask::parse_config(without(minimal(), "alibi"), kPath).family == "llada");
 }

@@ -27,7 +27,8 @@ json tiny_config() {
   return json{{"model_type", "llada"}, {"d_model", 8},        {"n_heads", 2},
               {"n_kv_heads", 1},       {"n_layers", 2},       {"mlp_hidden_size", 12},
               {"vocab_size", 18},      {"embedding_size", 20}, {"mask_token_id", 19},
-              {"eos_token_id", 1}};
+              {"eos_token_id", 1},     {"weight_tying", false}, {"rope", true},
+              {"block_type", "llama"}, {"layer_norm_type", "rms"}, {"activation_type", "silu"}};
 }
 
 // name -> shape of every tensor the tiny model has; biases and the head are optional extras.

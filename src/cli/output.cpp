@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <set>
 
 namespace unmask {
 
@@ -77,6 +80,15 @@ std::string stats_line(const RunStats& s) {
                 s.forward_passes, s.stopped_early ? " (stopped early: text final)" : "",
                 s.seconds > 0 ? s.flops / s.seconds / 1e9 : 0.0, s.backend.c_str(), s.load_seconds);
   return buf;
+}
+
+void print_notes(const std::vector<std::string>& notes, bool quiet) {
+  static std::mutex mutex;
+  static std::set<std::string> said;
+  if (quiet) return;
+  std::lock_guard<std::mutex> lock(mutex);
+  for (const std::string& n : notes)
+    if (said.insert(n).second) std::cerr << "unmask: note: " << n << "\n";
 }
 
 }  // namespace unmask

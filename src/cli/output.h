@@ -39,4 +39,8 @@ nlohmann::json decoding_stats_json(const Sampler& s);
 // One line for stderr: "12 tokens in 0.41 s (29.3 tok/s), 64 steps, 6.4 ms/step, ...".
 std::string stats_line(const RunStats& s);
 
+// Prints "unmask: note: LINE" on stderr for each line not printed before by this process
+// (so a batch says each thing once); nothing under --quiet.
+void print_notes(const std::vector<std::string>& notes, bool quiet);
+
 }  // namespace unmask

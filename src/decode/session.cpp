@@ -68,7 +68,14 @@ std::unique_ptr<Session> open_session(const std::string& model_dir, const std::s
   if (!fs::is_directory(model_dir, ec)) fail_input(model_dir + ": not a model directory");
   s->config = load_config((fs::path(model_dir) / "config.json").string());
   s->store.emplace(TensorStore::open_dir(model_dir));
-  s->weights = bind_weights(*s->store, s->config);
+  s->notes = s->store->notes();
+  if (!s->config.assumed.empty()) {
+    std::string keys;
+    for (const std::string& k : s->config.assumed) keys += (keys.empty() ? "" : ", ") + k;
+    s->notes.push_back(s->config.path + ": absent keys take the " + s->config.family +
+                       " configuration class's defaults: " + keys);
+  }
+  s->weights = bind_weights(*s->store, s->config, &s->notes);
   s->tokenizer_config = load_tokenizer_config(model_dir);
   s->tokenizer = load_tokenizer(model_dir, s->tokenizer_config);
   s->chat = detect_chat_template(s->tokenizer_config);

@@ -28,6 +28,9 @@ struct Session {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Model> model;
   double load_seconds = 0;
+  // What the load assumed or chose that the user should hear of: configuration-class defaults
+  // for absent keys, a file or tensor ignored. Printed once on stderr by the command line.
+  std::vector<std::string> notes;
 };
 
 // Loads and validates the model directory, then uploads it to the chosen backend. `mask_id`

@@ -147,4 +147,17 @@ void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const 
            std::to_string(config.max_seq_len) + "; shorten one of them");
 }
 
+std::vector<std::string> canvas_notes(const GenerationSettings& s, size_t prompt_tokens,
+                                      const ModelConfig& config) {
+  std::vector<std::string> notes;
+  const size_t canvas = prompt_tokens + static_cast<size_t>(s.gen_length);
+  if (config.train_seq_len > 0 && canvas > static_cast<size_t>(config.train_seq_len))
+    notes.push_back("the canvas (prompt " + std::to_string(prompt_tokens) + " + gen-length " +
+                    std::to_string(s.gen_length) + " = " + std::to_string(canvas) +
+                    " positions) is longer than the " + std::to_string(config.train_seq_len) +
+                    " positions this model was trained on (unmask_train_seq_len); expect lower "
+                    "quality past them");
+  return notes;
+}
+
 }  // namespace unmask

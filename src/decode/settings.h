@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "io/config.h"
 
@@ -70,5 +71,10 @@ void validate_setting_values(const GenerationSettings& s, SettingNames names = S
 // fail_usage says what to change.
 void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config,
                        SettingNames names = SettingNames::Options);
+
+// Lines for stderr when the canvas departs from what the model was trained on: prompt + answer
+// longer than config.json's unmask_train_seq_len. Empty when nothing is worth saying.
+std::vector<std::string> canvas_notes(const GenerationSettings& s, size_t prompt_tokens,
+                                      const ModelConfig& config);
 
 }  // namespace unmask

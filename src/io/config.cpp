@@ -45,27 +45,35 @@ std::string detect_family(const Reader& r) {
 }
 
 // LLaDA configs carry the OLMo switches; the forward pass implements one setting of each, so any
-// other setting must stop the load rather than produce silent garbage.
+// other setting must stop the load rather than produce silent garbage. An absent switch means
+// its configuration-class default (configuration_llada.py), which for four of them is a model
+// unmask does not run.
 void check_llada_switches(const Reader& r) {
   struct Switch {
     const char* key;
     json expected;
+    json class_default;
   };
   const Switch switches[] = {
-      {"rope", true},
-      {"alibi", false},
-      {"block_type", "llama"},
-      {"layer_norm_type", "rms"},
-      {"activation_type", "silu"},
-      {"attention_layer_norm", false},
-      {"input_emb_norm", false},
-      {"scale_logits", false},
-      {"multi_query_attention", false},
+      {"rope", true, false},
+      {"alibi", false, false},
+      {"block_type", "llama", "sequential"},
+      {"layer_norm_type", "rms", "default"},
+      {"activation_type", "silu", "swiglu"},
+      {"attention_layer_norm", false, false},
+      {"input_emb_norm", false, false},
+      {"scale_logits", false, false},
+      {"multi_query_attention", false, nullptr},
   };
   for (const Switch& s : switches) {
     const json* v = r.get(s.key);
     if (v != nullptr && *v != s.expected) {
       r.bad(s.key, "is unsupported unless " + s.expected.dump(), *v);
+    }
+    if (v == nullptr && !r.has(s.key) && !s.class_default.is_null() && s.class_default != s.expected) {
+      r.fail_key(s.key, "is missing, which LLaDA's configuration class reads as " + s.class_default.dump() +
+                            "; unmask runs only " + s.expected.dump() + " (LLaDA checkpoints write \"" +
+                            s.key + "\": " + s.expected.dump() + ")");
     }
   }
 }
@@ -90,20 +98,30 @@ GenerationDefaults read_defaults(const json& v, const std::string& path) {
 }
 
 
-// LLaDA's own key names (OLMo heritage).
+// LLaDA's own key names (OLMo heritage). Absent keys take configuration_llada.py's defaults.
 void read_llada_sizes(const Reader& r, ModelConfig& c) {
   check_llada_switches(r);
   c.d_model = r.required_int("d_model");
   c.n_heads = r.required_int("n_heads");
   c.n_layers = r.required_int("n_layers");
-  c.mlp_hidden = r.required_int("mlp_hidden_size");
   c.vocab_size = r.required_int("vocab_size");
-  c.n_kv_heads = r.optional_int("n_kv_heads", c.n_heads);
-  c.embedding_size = r.optional_int("embedding_size", c.vocab_size);
-  c.max_seq_len = r.optional_int("max_sequence_length", 4096);
-  c.rope_theta = r.positive_number("rope_theta", 10000.0);
-  c.rms_eps = r.positive_number("rms_norm_eps", 1e-5);
-  c.weight_tying = r.boolean("weight_tying", false);
+  c.n_kv_heads = r.optional_int("n_kv_heads", c.n_heads);  // null or absent: n_heads
+  if (r.get("mlp_hidden_size")) {
+    c.mlp_hidden = r.required_int("mlp_hidden_size");
+  } else {
+    const int64_t ratio = r.optional_int("mlp_ratio", 4);
+    c.mlp_hidden = ratio * c.d_model;
+    if (c.mlp_hidden > config_detail::kMaxInt) r.fail_key("mlp_ratio", "times d_model exceeds 2^31");
+    r.assume("mlp_hidden_size", std::to_string(c.mlp_hidden) + " (mlp_ratio " + std::to_string(ratio) +
+                                    " x d_model)");
+  }
+  // note: absent means the class default 50304; an explicit null means vocab_size.
+  c.embedding_size = r.has("embedding_size") ? r.optional_int("embedding_size", c.vocab_size)
+                                             : r.class_int("embedding_size", 50304);
+  c.max_seq_len = r.class_int("max_sequence_length", 1024);
+  c.rope_theta = read_rope_theta(r, 10000.0);
+  c.rms_eps = r.class_number("rms_norm_eps", 1e-5);
+  c.weight_tying = r.class_boolean("weight_tying", true);
   c.include_bias = r.boolean("include_bias", false);
   c.include_qkv_bias = r.boolean("include_qkv_bias", false);
   if (c.include_bias) {
@@ -116,8 +134,8 @@ void read_llada_sizes(const Reader& r, ModelConfig& c) {
 
 ModelConfig parse_config(const json& j, const std::string& path) {
   if (!j.is_object()) fail_input(path + ": not a JSON object");
-  Reader r(j, path);
   ModelConfig c;
+  Reader r(j, path, "", &c.assumed);
   c.path = path;
   c.family = detect_family(r);
   const bool hf_names = c.family != "llada";
@@ -161,7 +179,10 @@ ModelConfig parse_config(const json& j, const std::string& path) {
   // Llama-format dLLMs (DiffuLLaMA) carry no mask id: it comes from --mask-id or the tokenizer.
   if (const json* mask = r.get("mask_token_id")) {
     c.mask_token_id = token_id("mask_token_id", *mask);
-  } else if (c.family != "llama") {
+  } else if (c.family == "dream" && c.mask_token_id >= c.embedding_size) {
+    r.fail_key("mask_token_id", "is absent, and DreamConfig's default " + std::to_string(c.mask_token_id) +
+                                    " is not below vocab_size (" + std::to_string(c.embedding_size) + ")");
+  } else if (c.family == "llada") {
     r.required("mask_token_id");
   }
   // Hugging Face configs may list several end ids; the first one fills the tail of a finished answer.
@@ -180,8 +201,48 @@ ModelConfig parse_config(const json& j, const std::string& path) {
     }
   }
   if (const json* d = r.get("unmask_defaults")) c.defaults = read_defaults(*d, path);
+  c.train_seq_len = r.optional_int("unmask_train_seq_len", 0);
   return c;
 }
+
+namespace config_detail {
+
+double read_rope_theta(const Reader& r, double class_default) {
+  // Only plain RoPE: any other rope_type, in either layout, changes the frequencies.
+  for (const std::string key : {"rope_parameters", "rope_scaling"}) {
+    const json* p = r.get(key);
+    if (!p) continue;
+    if (!p->is_object()) r.bad(key, "is unsupported (only plain RoPE; remove it or set null)", *p);
+    const char* type_name = p->contains("rope_type") ? "rope_type" : p->contains("type") ? "type" : nullptr;
+    if (type_name) {
+      const json& type = (*p)[type_name];
+      if (!type.is_null() && type != "default")
+        r.bad(key + "." + type_name, "is unsupported (only plain RoPE, rope_type \"default\")", type);
+    } else if (key == "rope_scaling") {
+      r.bad(key, "is unsupported (only plain RoPE; remove it or set null)", *p);
+    }
+    if (key == "rope_parameters") {
+      for (const auto& [sub, value] : p->items())
+        if (sub != "rope_type" && sub != "type" && sub != "rope_theta")
+          r.bad(key + "." + sub, "is unsupported (only plain RoPE: rope_type and rope_theta)", value);
+    }
+  }
+  const json* params = r.get("rope_parameters");
+  if (params && params->contains("rope_theta") && !(*params)["rope_theta"].is_null()) {
+    const Reader inner(*params, r.path(), "rope_parameters.");
+    const double theta = inner.positive_number("rope_theta", 0);
+    if (r.get("rope_theta")) {
+      const double top = r.positive_number("rope_theta", 0);
+      if (top != theta)
+        r.bad("rope_theta", "contradicts rope_parameters.rope_theta (" + describe(json(theta)) + ")",
+              *r.get("rope_theta"));
+    }
+    return theta;
+  }
+  return r.class_number("rope_theta", class_default);
+}
+
+}  // namespace config_detail
 
 void add_stop_id(ModelConfig& config, int32_t id) {
   if (std::find(config.stop_token_ids.begin(), config.stop_token_ids.end(), id) ==

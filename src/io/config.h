@@ -29,6 +29,9 @@ struct ModelConfig {
   double rope_theta = 10000.0, rms_eps = 1e-5;
   bool weight_tying = false, include_bias = false, include_qkv_bias = false;
   GenerationDefaults defaults;
+  int64_t train_seq_len = 0;  // "unmask_train_seq_len": the sequence length it was trained on; 0: unknown
+  // "key value" for each absent key given its configuration-class default (said on stderr).
+  std::vector<std::string> assumed;
 };
 
 // Reads and validates a config.json; every error names the file and the key.

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -30,14 +32,19 @@ inline std::string describe(const json& v) {
 // Typed access to one JSON object; `prefix` names the enclosing object in messages.
 class Reader {
  public:
-  Reader(const json& obj, const std::string& path, const std::string& prefix = "")
-      : obj_(obj), path_(path), prefix_(prefix) {}
+  // `assumed`, when given, collects "key value" for every absent key given its family's
+  // configuration-class default through the class_* getters.
+  Reader(const json& obj, const std::string& path, const std::string& prefix = "",
+         std::vector<std::string>* assumed = nullptr)
+      : obj_(obj), path_(path), prefix_(prefix), assumed_(assumed) {}
 
   // The value, or nullptr when absent or null (HF configs write null for "use the default").
   const json* get(const std::string& key) const {
     auto it = obj_.find(key);
     return (it == obj_.end() || it->is_null()) ? nullptr : &*it;
   }
+  // Whether the key is written at all (null included): some classes treat null and absent apart.
+  bool has(const std::string& key) const { return obj_.contains(key); }
 
   [[noreturn]] void fail(const std::string& what) const { fail_input(path_ + ": " + what); }
   [[noreturn]] void fail_key(const std::string& key, const std::string& what) const {
@@ -88,11 +95,41 @@ class Reader {
     return v->get<bool>();
   }
 
+  // The same getters for keys whose absence means the configuration class's default, which is
+  // recorded (README: "config.json keys"), so the user learns what was assumed.
+  int64_t class_int(const std::string& key, int64_t class_default) const {
+    if (!get(key)) assume(key, std::to_string(class_default));
+    return optional_int(key, class_default);
+  }
+  double class_number(const std::string& key, double class_default) const {
+    if (!get(key)) assume(key, shown(class_default));
+    return positive_number(key, class_default);
+  }
+  bool class_boolean(const std::string& key, bool class_default) const {
+    if (!get(key)) assume(key, class_default ? "true" : "false");
+    return boolean(key, class_default);
+  }
+  void assume(const std::string& key, const std::string& value) const {
+    if (assumed_) assumed_->push_back(prefix_ + key + " " + value);
+  }
+  const std::string& path() const { return path_; }
+
  private:
+  static std::string shown(double v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  }
+
   const json& obj_;
   const std::string& path_;
   std::string prefix_;
+  std::vector<std::string>* assumed_;
 };
+
+// RoPE: the theta from "rope_theta" or the newer "rope_parameters": {"rope_type", "rope_theta"};
+// every scaled rope type, in "rope_parameters" or "rope_scaling", is refused by key.
+double read_rope_theta(const Reader& r, double class_default);
 
 // Sizes and switches of Hugging Face-style configs (Dream/Qwen2, Llama): config_hf.cpp.
 void read_hf_sizes(const Reader& r, ModelConfig& c);

@@ -131,8 +131,9 @@ std::vector<TensorInfo> parse_safetensors(const void* data, size_t size, const s
   }
   uint64_t header_bytes = read_u64_le(bytes);
   if (header_bytes > kMaxHeaderBytes) {
-    fail_input(path + ": header length " + std::to_string(header_bytes) +
-               " is absurd (over 100 MB); not a safetensors file?");
+    fail_input(path + ": the safetensors header is " + std::to_string(header_bytes) +
+               " bytes, over unmask's limit of " + std::to_string(kMaxHeaderBytes) +
+               " bytes (100 MiB; real headers are at most a few MB); not a safetensors file?");
   }
   if (header_bytes > size - 8) {
     fail_input(path + ": header length " + std::to_string(header_bytes) +
@@ -356,8 +357,15 @@ TensorStore TensorStore::open_dir(const std::string& model_dir) {
   }
   const fs::path dir(model_dir);
   const fs::path single = dir / "model.safetensors";
-  if (fs::exists(single, ec)) return open_file(single.string());
   const fs::path index_path = dir / "model.safetensors.index.json";
+  if (fs::exists(single, ec)) {
+    // transformers' precedence: the single file wins over an index beside it.
+    TensorStore store = open_file(single.string());
+    if (fs::exists(index_path, ec))
+      store.notes_.push_back(single.string() + " and model.safetensors.index.json are both present: using " +
+                             "model.safetensors (as transformers does) and ignoring the index and its shards");
+    return store;
+  }
   if (!fs::exists(index_path, ec)) {
     fail_input(model_dir + ": no model.safetensors or model.safetensors.index.json in the directory");
   }

@@ -58,6 +58,8 @@ class TensorStore {
   size_t total_bytes() const;
   // The file or directory the tensors came from, for error messages.
   const std::string& source() const { return source_; }
+  // Choices made while opening that the user should hear of (e.g. which of two files was used).
+  const std::vector<std::string>& notes() const { return notes_; }
 
   TensorStore(TensorStore&&) noexcept = default;
   TensorStore& operator=(TensorStore&&) noexcept = default;
@@ -74,6 +76,7 @@ class TensorStore {
   std::vector<std::vector<uint64_t>> aligned_copies_;  // see TensorInfo::data
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> shard_of_;        // tensor name -> file it came from
+  std::vector<std::string> notes_;
 };
 
 // Parses and validates a safetensors image already in memory (used by TensorStore and the fuzz

@@ -123,7 +123,7 @@ class Binder {
 
 }  // namespace
 
-ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg) {
+ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg, std::vector<std::string>* notes) {
   const FamilyTensorNames* names = nullptr;
   for (const FamilyTensorNames& f : kFamilies) {
     if (cfg.family == f.family) names = &f;
@@ -160,6 +160,10 @@ ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg) {
     w.layers.push_back(l);
   }
   w.final_norm = b.vector(names->final_norm, d_model);
+  if (cfg.weight_tying && notes && store.find(names->head))
+    notes->push_back(cfg.path + ": " + (cfg.family == "llada" ? "weight_tying" : "tie_word_embeddings") +
+                     " is true, so the output head is the embedding '" + names->embedding +
+                     "'; the stored '" + names->head + "' is ignored (as transformers ties them)");
   w.head = cfg.weight_tying
                ? w.embedding
                : b.matrix(names->head, cfg.embedding_size, d_model, cfg.family == "llada" ? "config has weight_tying false" : "config has tie_word_embeddings false");

@@ -1,6 +1,7 @@
 // Model weights: views into the mapped safetensors, bound by name and checked against the config.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "io/config.h"
@@ -32,6 +33,9 @@ struct ModelWeights {
 // Binds every tensor the family needs, checking presence and exact shape; errors name the tensor,
 // the expected and the found shape. Each Tensor keeps its stored dtype and points into `store`
 // (never written through), so `store` must outlive the result.
-ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg);
+// `notes`, when given, receives a line when a stored tensor is ignored (an output head stored
+// beside weight_tying / tie_word_embeddings true: the embedding is the head, as in transformers).
+ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg,
+                          std::vector<std::string>* notes = nullptr);
 
 }  // namespace unmask

@@ -23,6 +23,7 @@ const char* kLlada8b = R"({
   "max_sequence_length": 4096, "rope_theta": 500000.0, "rms_norm_eps": 1e-05,
   "mask_token_id": 126336, "eos_token_id": 126081, "eot_token_id": 126348,
   "weight_tying": false, "include_bias": false, "include_qkv_bias": false,
+  "rope": true, "block_type": "llama", "layer_norm_type": "rms", "activation_type": "silu",
   "torch_dtype": "bfloat16"})";
 
 // Dream-org/Dream-v0-Instruct-7B's config.json (Qwen2 keys), the keys the loader reads.
@@ -38,7 +39,8 @@ const char* kDream7b = R"({
 const char* kTiny = R"({
   "model_type": "llada", "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2,
   "mlp_hidden_size": 96, "vocab_size": 400, "embedding_size": 408, "max_sequence_length": 128,
-  "mask_token_id": 1, "eos_token_id": 2, "weight_tying": false, "torch_dtype": "float32"})";
+  "mask_token_id": 1, "eos_token_id": 2, "weight_tying": false, "torch_dtype": "float32",
+  "rope": true, "block_type": "llama", "layer_norm_type": "rms", "activation_type": "silu"})";
 
 DType dtype_of(const json& j, const std::string& where) {
   auto it = j.find("torch_dtype");
