@@ -21,8 +21,10 @@ BpeTokenizer::BpeTokenizer(BpePipeline pipeline) : p_(std::move(pipeline)) {
   for (const auto& [piece, id] : p_.model->vocab()) id_to_piece_[id] = piece;
 
   std::vector<AddedToken> raw, normalized;
+  special_.assign(id_to_piece_.size(), false);
   for (const AddedToken& t : p_.added_tokens) {
     id_to_piece_[t.id] = t.content;
+    special_[t.id] = t.special;
     added_ids_[t.content] = t.id;
     if (!t.normalized) {
       raw.push_back(t);
@@ -94,6 +96,10 @@ std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
 std::string BpeTokenizer::piece(int32_t id) const {
   const std::string_view s = token_string(id);
   return s.empty() ? "<" + std::to_string(id) + ">" : std::string(s);
+}
+
+bool BpeTokenizer::is_special(int32_t id) const {
+  return id >= 0 && static_cast<size_t>(id) < special_.size() && special_[id];
 }
 
 int32_t BpeTokenizer::piece_to_id(const std::string& piece) const {

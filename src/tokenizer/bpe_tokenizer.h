@@ -41,6 +41,7 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<int32_t> wrap_single(std::vector<int32_t> ids) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   std::string piece(int32_t id) const override;
+  bool is_special(int32_t id) const override;
   std::string display_text(int32_t id) const override { return decode({id}); }
   int32_t piece_to_id(const std::string& piece) const override;
   int32_t vocab_size() const override { return vocab_size_; }
@@ -55,6 +56,7 @@ class BpeTokenizer final : public Tokenizer {
   AddedTokenMatcher normalized_matcher_;  // added tokens with normalized = true
   std::vector<std::string_view> id_to_piece_;  // into the vocab and added_tokens; added win
   PieceMap added_ids_;
+  std::vector<bool> special_;  // by id: an added token marked special
   int32_t vocab_size_ = 0;
 };
 

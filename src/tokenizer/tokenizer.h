@@ -16,13 +16,18 @@ class Tokenizer {
   virtual std::string kind() const = 0;  // e.g. "sentencepiece", "bpe (tokenizer.json)"
   // The file(s) it was loaded from, for `unmask info`.
   virtual std::string source() const { return ""; }
-  // Text to ids: added/special tokens written in the text are matched; nothing is prepended or
-  // appended (see wrap_single).
+  // Text to ids: added/special tokens written in the text are matched (a mask token's text gives
+  // the mask id); nothing is prepended or appended (see wrap_single). Invalid UTF-8 is first
+  // repaired with one U+FFFD per maximal invalid subsequence (unicode::repair_utf8).
   virtual std::vector<int32_t> encode(const std::string& text) const = 0;
   // The post-processor's single-sequence template applied to encode()'s ids (e.g. BOS first).
   virtual std::vector<int32_t> wrap_single(std::vector<int32_t> ids) const { return ids; }
-  // Ids to text, special tokens included; unknown ids are skipped; invalid UTF-8 becomes U+FFFD.
+  // Ids to text, special tokens included as their text; unknown ids are skipped; invalid UTF-8
+  // becomes U+FFFD.
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
+  // Special tokens, which printed text leaves out unless asked (HF's skip_special_tokens):
+  // sentencepiece's control and unknown pieces, tokenizer.json's added tokens marked special.
+  virtual bool is_special(int32_t /*id*/) const { return false; }
   virtual std::string piece(int32_t id) const = 0;       // the raw piece, for display
   // One token as the live view shows it: the raw piece by default (the view maps sentencepiece's
   // U+2581 to a space); byte-level BPE decodes it, since its pieces spell bytes as other letters.
@@ -38,9 +43,21 @@ class Tokenizer {
 // sentencepiece); the one-argument form reads it itself.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir, const TokenizerConfig& config);
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
+// A sentencepiece tokenizer.model; fail_input names the file, and says so when the file is a
+// tiktoken BPE file (Llama-3) rather than sentencepiece.
+std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path, const std::string& bos_piece);
 
-// Decodes ids up to (not including) the first stop id.
+// The text of ids up to (not including) the first stop id, special tokens left out unless
+// `keep_special`.
 std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& ids,
-                        const std::vector<int32_t>& stop_ids);
+                        const std::vector<int32_t>& stop_ids, bool keep_special = false);
+
+// The text that `answer` adds to `prompt`: decode(prompt + answer) less decode(prompt), so a word
+// boundary the tokenizer spells inside a piece (sentencepiece's "▁of") keeps its space and
+// decode_text(prompt) + the result == decode_text(prompt + answer). The answer ends at its first
+// stop id; special tokens are left out of both unless `keep_special`.
+std::string decode_continuation(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
+                                const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids,
+                                bool keep_special = false);
 
 }  // namespace unmask
