@@ -241,6 +241,8 @@ class Model:
             "mask_token_id": sp.piece_to_id(MASK_PIECE), "eos_token_id": sp.piece_to_id(EOS_PIECE),
             "weight_tying": s["weight_tying"], "include_bias": False,
             "include_qkv_bias": s["include_qkv_bias"],
+            # LLaDA's switches: absent, configuration_llada.py's defaults name another model.
+            "rope": True, "block_type": "llama", "layer_norm_type": "rms", "activation_type": "silu",
         }
         rng = np.random.Generator(np.random.PCG64(s["seed"]))
         g = 1.5  # matrices ~ N(0, (g/sqrt(in))^2)
@@ -381,11 +383,12 @@ def pick(l, lu, cfg_scale, T, top_k, top_p, seed, step, position, mask_id, exact
 # ----------------------------------------------------------------------------------------------
 
 def final_answer(x, P, M, stops, eos):
-    """eos_stop: the answer is final once a stop id has no mask before it.
+    """eos_stop: the answer is final once a stop id has no mask before it and the prompt has none
+    left (a prompt mask would still be filled).
     -> (the answer with its masks filled with eos, whether masks were left), or (None, False)."""
     ans = x[P:]
     hits = [j for j, t in enumerate(ans) if t in stops]
-    if hits and M not in ans[:hits[0]]:
+    if hits and M not in ans[:hits[0]] and M not in x[:P]:
         return [eos if t == M else t for t in ans], M in ans
     return None, False
 
@@ -400,7 +403,11 @@ def generate(model, prompt, G, S, B, T, remasking, cfg_scale, threshold, seed, t
 def block_loop(logits_of, M, eos, stops, prompt, G, S, B, T, remasking, cfg_scale, threshold, seed,
                top_k, top_p, eos_stop):
     """LLaDA's semi-autoregressive loop. logits_of(list of canvases) -> float32 logits of their
-    positions, back to back; stops: the ids that end the text (eos fills a finished answer)."""
+    positions, back to back; stops: the ids that end the text (eos fills a finished answer).
+    As LLaDA's generate(): every masked position before the current block's end is a candidate,
+    the prompt's masks (infilling) and any an earlier block left included; the step counts come
+    from the block's own masks at its start; CFG masks only the prompt's non-mask tokens.
+    -> (answer ids, forwards, min_gap, stopped early, the prompt with its masks as filled)"""
     P = len(prompt)
     x = list(prompt) + [M] * G
     assert G % B == 0
@@ -413,11 +420,11 @@ def block_loop(logits_of, M, eos, stops, prompt, G, S, B, T, remasking, cfg_scal
         k = sum(1 for i in range(lo, hi) if x[i] == M)
         counts = [k // s + (1 if j < k % s else 0) for j in range(s)]
         for j in range(s):
-            masked = [i for i in range(lo, hi) if x[i] == M]
+            masked = [i for i in range(0, hi) if x[i] == M]
             if not masked:
                 break
             if cfg_scale > 0:
-                u = [M] * P + x[P:]
+                u = [M if prompt[i] != M else x[i] for i in range(P)] + x[P:]
                 both = logits_of([x, u])
                 lc, lu = both[:len(x)], both[len(x):]
                 forwards += 2
@@ -440,7 +447,7 @@ def block_loop(logits_of, M, eos, stops, prompt, G, S, B, T, remasking, cfg_scal
                 min_gap = min(min_gap, min(abs(conf[i] - threshold) for i in masked))
             n = min(n, len(masked))
             ranked = sorted(masked, key=lambda i: (-conf[i], i))
-            if n < len(ranked):
+            if 0 < n < len(ranked):
                 min_gap = min(min_gap, conf[ranked[n - 1]] - conf[ranked[n]])
             for i in ranked[:n]:
                 x[i] = picks[i]["token"]
@@ -448,8 +455,8 @@ def block_loop(logits_of, M, eos, stops, prompt, G, S, B, T, remasking, cfg_scal
             if eos_stop:
                 out, early = final_answer(x, P, M, stops, eos)
                 if out is not None:
-                    return out, forwards, min_gap, early
-    return x[P:], forwards, min_gap, early
+                    return out, forwards, min_gap, early, x[:P]
+    return x[P:], forwards, min_gap, early, x[:P]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,8 +464,9 @@ def block_loop(logits_of, M, eos, stops, prompt, G, S, B, T, remasking, cfg_scal
 # ----------------------------------------------------------------------------------------------
 
 def f32list(a):
-    """Exact float32 values, written as the shortest repr of the widened double."""
-    return [float(v) for v in np.asarray(a, dtype=F32)]
+    """Exact float32 values, each written as the shortest decimal that reads back as that float32
+    (at most 9 significant digits; the double nearest to it narrows to the same float32)."""
+    return [float(np.format_float_scientific(v, unique=True)) for v in np.asarray(a, dtype=F32)]
 
 
 def forward_fixtures(models, sp):
@@ -486,10 +494,10 @@ def forward_fixtures(models, sp):
                               [int(rng.integers(0, total))]))     # each sequence's ends + one
             logits = mdl.forward(seqs)
             cases.append({"model": name, "sequences": seqs, "out_rows": rows,
-                          "logits": [[float(v) for v in logits[r]] for r in rows]})
+                          "logits": [[float("%.9g" % v) for v in logits[r]] for r in rows]})
     return {"generator": "scripts/reference.py",
-            "note": "logits are the float64 forward restricted to [0, vocab_size); rows index "
-                    "the concatenation of all sequences' tokens",
+            "note": "logits are the float64 forward restricted to [0, vocab_size), to 9 significant "
+                    "digits; rows index the concatenation of all sequences' tokens",
             "cases": cases}
 
 
@@ -571,19 +579,41 @@ PROMPTS = ["In the beginning", "And God said", "And the earth", "And God saw the
            "Let there be light"]
 
 GEN_SPECS = [
-    # name, G, S, B, T, top_k, top_p, remasking, cfg, threshold, seed, eos_stop, first prompt
-    ("g16_s16_b16", 16, 16, 16, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 0),
-    ("g24_s12_b8", 24, 12, 8, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 1),
-    ("g16_s8_b4", 16, 8, 4, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 2),
-    ("cfg1_g16_s8_b8", 16, 8, 8, 0.0, 0, 1.0, "low_confidence", 1.0, None, 0, False, 0),
-    ("threshold05_g16_s16_b8", 16, 16, 8, 0.0, 0, 1.0, "low_confidence", 0.0, 0.5, 0, False, 1),
-    ("t08_topk20", 16, 16, 16, 0.8, 20, 1.0, "low_confidence", 0.0, None, 7, False, 0),
-    ("t08_topp09", 16, 16, 16, 0.8, 0, 0.9, "low_confidence", 0.0, None, 7, False, 2),
-    ("random_remask_g16_s8_b8", 16, 8, 8, 0.0, 0, 1.0, "random", 0.0, None, 1, False, 1),
-    ("eos_stop_g24_s24_b8", 24, 24, 8, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, True, 0),
-    ("k_lt_s_g6_s12_b6", 6, 12, 6, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 2),
-    ("cfg15_t07_topk50_topp09", 16, 8, 8, 0.7, 50, 0.9, "low_confidence", 1.5, None, 3, False, 0),
+    # name, G, S, B, T, top_k, top_p, remasking, cfg, threshold, seed, eos_stop, first prompt,
+    # infill (None, or (word index, n): that word of the prompt becomes n mask tokens)
+    ("g16_s16_b16", 16, 16, 16, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 0, None),
+    ("g24_s12_b8", 24, 12, 8, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 1, None),
+    ("g16_s8_b4", 16, 8, 4, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 2, None),
+    ("cfg1_g16_s8_b8", 16, 8, 8, 0.0, 0, 1.0, "low_confidence", 1.0, None, 0, False, 0, None),
+    ("threshold05_g16_s16_b8", 16, 16, 8, 0.0, 0, 1.0, "low_confidence", 0.0, 0.5, 0, False, 1,
+     None),
+    ("t08_topk20", 16, 16, 16, 0.8, 20, 1.0, "low_confidence", 0.0, None, 7, False, 0, None),
+    ("t08_topp09", 16, 16, 16, 0.8, 0, 0.9, "low_confidence", 0.0, None, 7, False, 2, None),
+    ("random_remask_g16_s8_b8", 16, 8, 8, 0.0, 0, 1.0, "random", 0.0, None, 1, False, 1, None),
+    ("eos_stop_g24_s24_b8", 24, 24, 8, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, True, 0, None),
+    ("k_lt_s_g6_s12_b6", 6, 12, 6, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 2, None),
+    ("cfg15_t07_topk50_topp09", 16, 8, 8, 0.7, 50, 0.9, "low_confidence", 1.5, None, 3, False, 0,
+     None),
+    # Masks written in the prompt (infilling): candidates beside the block's, on its schedule.
+    ("infill_g16_s16_b8", 16, 16, 8, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 1, (1, 2)),
+    ("infill_g8_s4_b8", 8, 4, 8, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 3, (2, 1)),
+    ("infill_g8_s16_b8", 8, 16, 8, 0.0, 0, 1.0, "low_confidence", 0.0, None, 0, False, 4, (0, 2)),
+    ("infill_cfg1_g16_s8_b8", 16, 8, 8, 0.0, 0, 1.0, "low_confidence", 1.0, None, 0, False, 5,
+     (1, 1)),
+    ("infill_threshold05_g16_s16_b8", 16, 16, 8, 0.0, 0, 1.0, "low_confidence", 0.0, 0.5, 0, False,
+     6, (2, 3)),
+    ("infill_t08_g16_s16_b16", 16, 16, 16, 0.8, 0, 1.0, "low_confidence", 0.0, None, 7, False, 7,
+     (1, 2)),
 ]
+
+
+def infill_text(text, infill):
+    """`text` with word infill[0] replaced by infill[1] mask tokens (the mask's text)."""
+    if infill is None:
+        return text
+    words = text.split(" ")
+    words[infill[0]] = MASK_PIECE * infill[1]
+    return " ".join(words)
 
 
 def generate_fixtures(models, sp):
@@ -592,7 +622,7 @@ def generate_fixtures(models, sp):
         mdl = models[name]
         eos = mdl.cfg["eos_token_id"]
         for (cname, G, S, B, T, top_k, top_p, remask, cfg, thr, seed0, eos_stop,
-             p0) in GEN_SPECS:
+             p0, infill) in GEN_SPECS:
             seed_matters = T > 0 or remask == "random"
             seeds = [seed0 + i for i in range(40)] if seed_matters else [seed0]
             # eos_stop: also search the temperature-0.8 regime when greedy never emits EOS
@@ -601,30 +631,38 @@ def generate_fixtures(models, sp):
             for temp in temps:
                 sds = seeds if temp == T else [seed0 + i for i in range(40)]
                 for pi in range(len(PROMPTS)):
-                    text = PROMPTS[(p0 + pi) % len(PROMPTS)]
+                    text = infill_text(PROMPTS[(p0 + pi) % len(PROMPTS)], infill)
                     ids = sp.encode(text)
+                    M = mdl.cfg["mask_token_id"]
+                    assert (M in ids) == (infill is not None), text
                     for seed in sds:
-                        out, fw, gap, early = generate(mdl, ids, G, S, B, temp, remask, cfg, thr,
-                                                       seed, top_k, top_p, eos_stop)
+                        out, fw, gap, early, filled = generate(mdl, ids, G, S, B, temp, remask,
+                                                               cfg, thr, seed, top_k, top_p,
+                                                               eos_stop)
                         # threshold cases: the threshold must matter (some step commits more
                         # than one position, some block needs more than one step)
                         thr_ok = thr is None or G // B < fw < S
-                        if gap >= GAP_MIN and (not eos_stop or early) and thr_ok:
-                            found = (text, ids, seed, temp, out, fw, gap)
+                        # infill cases: some prompt mask must be filled
+                        infill_ok = infill is None or filled != ids
+                        if gap >= GAP_MIN and (not eos_stop or early) and thr_ok and infill_ok:
+                            found = (text, ids, seed, temp, out, fw, gap, filled)
                             break
                     if found:
                         break
                 if found:
                     break
             assert found, (name, cname)
-            text, ids, seed, temp, out, fw, gap = found
+            text, ids, seed, temp, out, fw, gap, filled = found
             cut = out.index(eos) if eos in out else len(out)
-            cases.append({"name": cname, "model": name, "prompt_text": text, "prompt_ids": ids,
-                          "gen_length": G, "steps": S, "block_length": B, "temperature": temp,
-                          "top_k": top_k, "top_p": top_p, "remasking": remask,
-                          "cfg_scale": cfg, "threshold": thr, "seed": seed, "eos_stop": eos_stop,
-                          "expected_ids": out, "expected_text": sp.decode_ids(out[:cut]),
-                          "forwards": fw, "min_gap": gap})
+            case = {"name": cname, "model": name, "prompt_text": text, "prompt_ids": ids,
+                    "gen_length": G, "steps": S, "block_length": B, "temperature": temp,
+                    "top_k": top_k, "top_p": top_p, "remasking": remask,
+                    "cfg_scale": cfg, "threshold": thr, "seed": seed, "eos_stop": eos_stop,
+                    "expected_ids": out, "expected_text": sp.decode_ids(out[:cut]),
+                    "forwards": fw, "min_gap": gap}
+            if infill is not None:
+                case["expected_filled_prompt_ids"] = filled
+            cases.append(case)
     return {"generator": "scripts/reference.py",
             "note": "top_k 0 and top_p 1.0 mean off; threshold null means off; stop ids = "
                     "{eos_token_id}",

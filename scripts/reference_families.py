@@ -67,12 +67,13 @@ SYSTEM = "You answer in the words of the King James Bible."
 
 
 def case(name, model, loop, alg, G, S, B=None, T=0.0, top_k=0, top_p=1.0, alg_temp=0.0, seed=0,
-         eos_stop=False, chat=None, prompt=0):
+         eos_stop=False, chat=None, prompt=0, infill=None):
     """chat: None = plain prompt, "sys" = system + user, "user" = user only; prompt: the first
-    PROMPTS index tried; seed: the first seed tried (when the seed matters)."""
+    PROMPTS index tried; seed: the first seed tried (when the seed matters); infill: None, or
+    (word index, n): that word of a plain prompt becomes n copies of the mask token's text."""
     return dict(name=name, model=model, loop=loop, alg=alg, G=G, S=S, B=B, T=T, top_k=top_k,
                 top_p=top_p, alg_temp=alg_temp, seed=seed, eos_stop=eos_stop, chat=chat,
-                prompt=prompt)
+                prompt=prompt, infill=infill)
 
 
 D, LM, LB, LC = "tiny-dream", "tiny-llama", "tiny-llada-bpe", "low_confidence"
@@ -108,12 +109,26 @@ GEN_SPECS = [
     case("lladabpe_chat_user", LB, "llada", LC, 16, 16, B=16, chat="user", prompt=3),
     case("lladabpe_eot_stop_t08", LB, "llada", LC, 24, 24, B=8, T=0.8, eos_stop=True, seed=4,
          prompt=3),
+    # Masks written in the prompt (infilling), Dream's <|mask|> and LLaDA's <|mdm_mask|>; a mask
+    # first in the prompt reads logits row 0 on shifted models (Dream's torch.cat quirk).
+    case("dream_infill_maskgit_g16_s16", D, "dream", "maskgit_plus", 16, 16, prompt=1,
+         infill=(1, 2)),
+    case("dream_infill_entropy_first_g12_s8", D, "dream", "entropy", 12, 8, prompt=2,
+         infill=(0, 1)),
+    case("dream_infill_origin_g16_s8", D, "dream", "origin", 16, 8, seed=71, prompt=3,
+         infill=(2, 2)),
+    case("dream_llada_loop_infill_first", D, "llada", LC, 8, 16, B=8, infill=(0, 1)),
+    case("lladabpe_infill_g16_s8_b8", LB, "llada", LC, 16, 8, B=8, prompt=5, infill=(1, 2)),
 ]
 
 
-def prompt_of(net, chat, pi):
+def prompt_of(net, chat, pi, infill=None):
     """-> (prompt_text, chat object or None, chat_text or None, prompt ids)"""
     text = PROMPTS[pi % len(PROMPTS)]
+    if infill is not None:
+        words = text.split(" ")
+        words[infill[0]] = net.tok.piece_text(net.mask_id) * infill[1]
+        text = " ".join(words)
     if chat is None:
         return text, None, None, net.tok.encode(text)
     system = SYSTEM if chat == "sys" else None
@@ -143,19 +158,22 @@ def generate_fixtures(nets):
         seed_matters = c["T"] > 0 or c["alg"] == "origin" or c["alg_temp"] > 0
         found = None
         for pi in range(len(PROMPTS)):
-            text, chat_obj, rendered, ids = prompt_of(net, c["chat"], c["prompt"] + pi)
+            text, chat_obj, rendered, ids = prompt_of(net, c["chat"], c["prompt"] + pi, c["infill"])
+            assert (net.mask_id in ids) == (c["infill"] is not None), text
             for seed in ([c["seed"] + i for i in range(20)] if seed_matters else [c["seed"]]):
-                out, fw, gap, early = run_case(net, c, ids, seed)
+                out, fw, gap, early, filled = run_case(net, c, ids, seed)
                 cut = first_stop(net, out)
+                # infill cases: some prompt mask must be filled
                 if gap >= GAP_MIN and max(out) < net.tok.size and \
-                        (early and cut >= 2 if c["eos_stop"] else cut > 0):
-                    found = (text, chat_obj, rendered, ids, seed, out, fw, gap)
+                        (early and cut >= 2 if c["eos_stop"] else cut > 0) and \
+                        (c["infill"] is None or filled != ids):
+                    found = (text, chat_obj, rendered, ids, seed, out, fw, gap, filled)
                     break
             if found:
                 break
         assert found, c["name"]
-        text, chat_obj, rendered, ids, seed, out, fw, gap = found
-        cases.append({
+        text, chat_obj, rendered, ids, seed, out, fw, gap, filled = found
+        entry = {
             "name": c["name"], "model": c["model"], "loop": c["loop"], "alg": c["alg"],
             "mask_id": net.mask_id, "stop_ids": net.stop_ids, "prompt_text": text,
             "chat": chat_obj, "chat_text": rendered, "prompt_ids": ids, "gen_length": c["G"],
@@ -163,7 +181,10 @@ def generate_fixtures(nets):
             "top_p": c["top_p"], "alg_temp": c["alg_temp"], "seed": seed,
             "eos_stop": c["eos_stop"], "expected_ids": out,
             "expected_text": net.tok.decode(out[:first_stop(net, out)]), "forwards": fw,
-            "min_gap": gap if math.isfinite(gap) else None})
+            "min_gap": gap if math.isfinite(gap) else None}
+        if c["infill"] is not None:
+            entry["expected_filled_prompt_ids"] = filled
+        cases.append(entry)
         print("%-32s prompt %-34r seed %-3d forwards %-3d gap %.2e" % (
             c["name"], text, seed, fw, gap), file=sys.stderr)
     return cases

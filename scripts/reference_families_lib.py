@@ -99,6 +99,9 @@ class Tok:
     def piece(self, text):
         return self.sp.piece_to_id(text) if self.sp else self.hf.token_to_id(text)
 
+    def piece_text(self, id):
+        return self.sp.id_to_piece(id) if self.sp else self.hf.id_to_token(id)
+
     def render(self, system, user):
         msgs = ([{"role": "system", "content": system}] if system is not None else []) + \
                [{"role": "user", "content": user}]
@@ -244,7 +247,8 @@ def make_config(name, s, tok, V):
             "mlp_hidden_size": s["mlp"], "vocab_size": V, "embedding_size": V,
             "rope_theta": s["theta"], "rms_norm_eps": s["eps"], "max_sequence_length": 128,
             "mask_token_id": M, "eos_token_id": eos, "pad_token_id": eos,
-            "weight_tying": False, "include_bias": False, "include_qkv_bias": False}
+            "weight_tying": False, "include_bias": False, "include_qkv_bias": False,
+            "rope": True, "block_type": "llama", "layer_norm_type": "rms", "activation_type": "silu"}
 
 
 class Net:
@@ -403,12 +407,15 @@ def timesteps(S):
 
 
 def generate_dream(net, prompt, G, S, alg, T, top_k, top_p, alg_temp, seed, eos_stop, M):
+    """Dream's diffusion_generate: every masked position of the canvas, the prompt's included
+    (infilling), counts in n and competes. -> (answer, forwards, min_gap, stopped early, the
+    prompt with its masks as filled)"""
     P, x = len(prompt), list(prompt) + [M] * G
     ts = timesteps(S)
     forwards, min_gap = 0, math.inf
     stat = {"maskgit_plus": "prob", "topk_margin": "margin", "entropy": "entropy"}.get(alg)
     for i in range(S):
-        masked = [j for j in range(P, len(x)) if x[j] == M]
+        masked = [j for j in range(len(x)) if x[j] == M]
         if not masked:
             break
         last = i == S - 1
@@ -448,8 +455,8 @@ def generate_dream(net, prompt, G, S, alg, T, top_k, top_p, alg_temp, seed, eos_
         if eos_stop:
             out, early = ref.final_answer(x, P, M, net.stop_ids, net.eos_id)
             if out is not None:
-                return out, forwards, min_gap, early
-    return x[P:], forwards, min_gap, False
+                return out, forwards, min_gap, early, x[:P]
+    return x[P:], forwards, min_gap, False, x[:P]
 
 
 def generate_llada(net, prompt, G, S, B, T, top_k, top_p, seed, eos_stop, M):

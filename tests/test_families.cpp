@@ -103,8 +103,11 @@ TEST_CASE("families: generation matches the reference token for token (both loop
     engine.run({&sampler});
     CHECK(sampler.answer() == c["expected_ids"].get<std::vector<int32_t>>());
     CHECK(sampler.forwards() == c["forwards"].get<int>());
-    CHECK(decode_text(*session->tokenizer, sampler.answer(), session->config.stop_token_ids) ==
+    CHECK(decode_text(*session->tokenizer, sampler.answer(), session->config.stop_token_ids, true) ==
           c["expected_text"].get<std::string>());
+    // Masks written in the prompt (<|mask|>, <|mdm_mask|>) are filled as the references fill them.
+    CHECK(sampler.filled_prompt() ==
+          c.value("expected_filled_prompt_ids", c["prompt_ids"]).get<std::vector<int32_t>>());
   }
 }
 

@@ -78,6 +78,9 @@ TEST_CASE("generation reproduces the reference token for token") {
     Engine engine(*session->model);
     engine.run({&sampler});
     CHECK(sampler.answer() == c["expected_ids"].get<std::vector<int32_t>>());
+    // Masks written in the prompt are filled as the reference fills them (infilling).
+    CHECK(sampler.filled_prompt() ==
+          c.value("expected_filled_prompt_ids", c["prompt_ids"]).get<std::vector<int32_t>>());
     CHECK(sampler.forwards() == c["forwards"].get<int>());
     CHECK(decode_text(*session->tokenizer, sampler.answer(), session->config.stop_token_ids) ==
           c["expected_text"].get<std::string>());

@@ -55,7 +55,8 @@ void Engine::step(const std::vector<Sampler*>& active) {
   batch_.clear();
   params_.clear();
   struct Span { Sampler* sampler; size_t first_pick; };
-  // Shifted-logit models (Dream, llama) predict position i from the hidden state at i - 1.
+  // Shifted-logit models (Dream, llama) predict position i from the hidden state at i - 1, and
+  // position 0 (a mask written first in the prompt) from its own, as the references do.
   const int32_t shift = model_.config().shifted_logits ? 1 : 0;
   std::vector<Span> spans;
   // Conditional sequences first; their rows fill out_rows [0, n_cond).
@@ -83,7 +84,7 @@ void Engine::step(const std::vector<Sampler*>& active) {
     const int32_t start = add(s, s->canvas(), slot_row);
     spans.push_back({s, params_.size()});
     for (int32_t pos : s->wanted()) {
-      batch_.out_rows.push_back(start + pos - shift);
+      batch_.out_rows.push_back(start + std::max(pos - shift, 0));
       params_.push_back(s->pick_params(pos));
     }
     const int64_t n_seqs = s->uses_cfg() ? 2 : 1;
@@ -102,7 +103,7 @@ void Engine::step(const std::vector<Sampler*>& active) {
     size_t k = spans[i].first_pick;
     for (int32_t pos : s->wanted()) {
       params_[k++].uncond_row = static_cast<int32_t>(batch_.out_rows.size() - n_cond);
-      batch_.out_rows.push_back(start + pos - shift);
+      batch_.out_rows.push_back(start + std::max(pos - shift, 0));
     }
   }
 

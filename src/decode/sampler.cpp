@@ -48,6 +48,9 @@ Sampler::Sampler(std::vector<int32_t> prompt, const GenerationSettings& settings
       canvas_(std::move(prompt)),
       shifted_(config.shifted_logits) {
   validate_settings(settings, canvas_.size(), config);
+  prompt_is_mask_.resize(canvas_.size());
+  for (size_t i = 0; i < canvas_.size(); i++) prompt_is_mask_[i] = canvas_[i] == mask_id_;
+  prompt_masks_ = static_cast<int>(std::count(prompt_is_mask_.begin(), prompt_is_mask_.end(), true));
   canvas_.resize(canvas_.size() + settings.gen_length, mask_id_);
   if (dream_loop()) {
     timesteps_ = dream_timesteps(settings.steps, settings.eps);
@@ -60,8 +63,11 @@ Sampler::Sampler(std::vector<int32_t> prompt, const GenerationSettings& settings
 }
 
 std::vector<int32_t> Sampler::unconditional_canvas() const {
+  // The prompt's own tokens are masked; its mask positions keep whatever fills them (the
+  // reference takes prompt_index = x != mask before the loop).
   std::vector<int32_t> u = canvas_;
-  std::fill(u.begin(), u.begin() + prompt_length_, mask_id_);
+  for (int i = 0; i < prompt_length_; i++)
+    if (!prompt_is_mask_[i]) u[i] = mask_id_;
   return u;
 }
 
@@ -81,8 +87,12 @@ PickParams Sampler::pick_params(int32_t position) const {
 
 std::pair<int32_t, int32_t> Sampler::active_range() const {
   const int32_t length = static_cast<int32_t>(canvas_.size());
-  if (settings_.cache == CacheMode::None || block_step_ == 0 || block_ < 0) return {0, length};
-  const int32_t lo = prompt_length_ + block_ * settings_.block_length - (shifted_ ? 1 : 0);
+  if (refresh_step()) return {0, length};
+  // From the block's start, or from the first masked position before it (a prompt mask, or one
+  // an earlier block left), whose logits this step reads too.
+  int32_t lo = prompt_length_ + block_ * settings_.block_length;
+  if (!wanted_.empty()) lo = std::min(lo, wanted_.front());
+  lo = std::max(lo - (shifted_ ? 1 : 0), 0);
   if (settings_.cache == CacheMode::Prefix) return {lo, length};
   return {lo, prompt_length_ + (block_ + 1) * settings_.block_length};
 }
@@ -91,8 +101,10 @@ void Sampler::advance() {
   wanted_.clear();
   while (!done_) {
     if (block_ >= 0 && block_step_ < steps_per_block_) {
-      const int lo = prompt_length_ + block_ * settings_.block_length;
-      for (int i = lo; i < lo + settings_.block_length; i++)
+      // Every masked position up to the block's end competes: the block's, the prompt's, and any
+      // an earlier block left (LLaDA's generate: confidence is -inf only after the block).
+      const int hi = prompt_length_ + (block_ + 1) * settings_.block_length;
+      for (int i = 0; i < hi; i++)
         if (canvas_[i] == mask_id_) wanted_.push_back(i);
       if (!wanted_.empty()) return;
     }
@@ -113,8 +125,9 @@ void Sampler::advance() {
 void Sampler::advance_dream() {
   wanted_.clear();
   for (; schedule_step_ < settings_.steps; schedule_step_++) {
+    // Every masked position of the canvas, the prompt's included, counts and competes.
     std::vector<int32_t> masked;
-    for (size_t i = prompt_length_; i < canvas_.size(); i++)
+    for (size_t i = 0; i < canvas_.size(); i++)
       if (canvas_[i] == mask_id_) masked.push_back(static_cast<int32_t>(i));
     if (masked.empty()) break;
     if (settings_.alg == Algorithm::Origin) {
@@ -227,6 +240,10 @@ void Sampler::commit(const std::vector<PickResult>& picks) {
 }
 
 bool Sampler::text_is_final() {
+  // A mask left in the prompt would still be filled: its text is not final.
+  if (prompt_masks_ > 0 && std::find(canvas_.begin(), canvas_.begin() + prompt_length_, mask_id_) !=
+                               canvas_.begin() + prompt_length_)
+    return false;
   for (size_t i = prompt_length_; i < canvas_.size(); i++) {
     if (canvas_[i] == mask_id_) return false;
     if (std::find(stop_ids_.begin(), stop_ids_.end(), canvas_[i]) != stop_ids_.end()) {
@@ -239,6 +256,14 @@ bool Sampler::text_is_final() {
 
 std::vector<int32_t> Sampler::answer() const {
   return std::vector<int32_t>(canvas_.begin() + prompt_length_, canvas_.end());
+}
+
+std::vector<int32_t> Sampler::filled_prompt() const {
+  return std::vector<int32_t>(canvas_.begin(), canvas_.begin() + prompt_length_);
+}
+
+int Sampler::masks_left() const {
+  return static_cast<int>(std::count(canvas_.begin(), canvas_.end(), mask_id_));
 }
 
 int text_length(const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids) {

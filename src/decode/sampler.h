@@ -28,22 +28,34 @@ class Sampler {
   bool done() const { return done_; }
   // The canvas to evaluate this step (prompt followed by the answer, masks included).
   const std::vector<int32_t>& canvas() const { return canvas_; }
-  // The same canvas with the prompt masked: the unconditional input of classifier-free guidance.
+  // The same canvas with the prompt's tokens masked: the unconditional input of classifier-free
+  // guidance. Mask positions of the prompt keep what fills them.
   std::vector<int32_t> unconditional_canvas() const;
   bool uses_cfg() const { return settings_.cfg_scale > 0.f; }
-  // Canvas positions whose logits this step needs (masked positions of the current block).
+  // Canvas positions whose logits this step needs, in position order: the block loop's masked
+  // positions up to the current block's end (the prompt's masks included: infilling), or every
+  // masked position in Dream's loop.
   const std::vector<int32_t>& wanted() const { return wanted_; }
   // Canvas positions [first, second) this step recomputes: the whole canvas without a cache and
   // at a block's first step (the cache refresh); then the block and everything after it
-  // (prefix) or the block alone (dual).
-  // On shifted-logit models the range starts one earlier: position i's logits come from i - 1.
+  // (prefix) or the block alone (dual), extended back to the first wanted position.
+  // On shifted-logit models the range starts one earlier: position i's logits come from i - 1
+  // (position 0 reads its own row, as the references' logits[:, :1] does).
   std::pair<int32_t, int32_t> active_range() const;
-  bool refresh_step() const { return active_range().first == 0; }
+  bool refresh_step() const {
+    return settings_.cache == CacheMode::None || block_step_ == 0 || block_ < 0;
+  }
   PickParams pick_params(int32_t position) const;
   // Applies one step's picks (one per wanted() position, same order).
   void commit(const std::vector<PickResult>& picks);
 
   std::vector<int32_t> answer() const;  // the gen_length generated ids
+  // The prompt with its mask positions as filled (infilling); the prompt itself when it had none.
+  std::vector<int32_t> filled_prompt() const;
+  int prompt_masks() const { return prompt_masks_; }  // mask tokens written in the prompt
+  // Masks still on the canvas: after done(), > 0 only when LLaDA's fixed schedule ran out because
+  // prompt masks took some of the blocks' commits (or the request ended in an error).
+  int masks_left() const;
   int prompt_length() const { return prompt_length_; }
   int steps_done() const { return step_; }
   int forwards() const { return step_ * (uses_cfg() ? 2 : 1); }
@@ -72,6 +84,8 @@ class Sampler {
   std::vector<int32_t> stop_ids_;
   int prompt_length_;
   std::vector<int32_t> canvas_;
+  std::vector<bool> prompt_is_mask_;  // [prompt_length]: a mask written in the prompt
+  int prompt_masks_ = 0;
   int n_blocks_, steps_per_block_;
   int block_ = -1;              // current block
   int block_step_ = 0;          // step inside the current block

@@ -207,6 +207,8 @@ TEST_CASE("cuda: generation reproduces the reference token for token") {
     const auto expected = c["expected_ids"].get<std::vector<int32_t>>();
     if (model.find("bf16") == std::string::npos) {
       CHECK(sampler.answer() == expected);
+      CHECK(sampler.filled_prompt() ==
+            c.value("expected_filled_prompt_ids", c["prompt_ids"]).get<std::vector<int32_t>>());
       CHECK(sampler.forwards() == c["forwards"].get<int>());
     } else {
       // note: the GPU rounds activations to bf16 before bf16 GEMMs (the reference keeps them in
