@@ -399,6 +399,10 @@ bool cuda_device_usable(std::string* why) {
     if (why) *why = reason;
     return false;
   };
+  // note: without a driver the runtime reports "driver version is insufficient", which
+  // misleads; say what is missing instead.
+  std::string missing;
+  if (!nvidia_driver_present(&missing)) return fail(missing);
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {

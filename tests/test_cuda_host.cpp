@@ -369,13 +369,18 @@ TEST_CASE("cuda host: --backend auto falls back to the CPU without a usable devi
   if (!usable) {
     CHECK(!why.empty());
     CHECK(why.find('\n') == std::string::npos);
-    // An explicit --backend cuda fails with one runtime-error line.
+    // An explicit --backend cuda fails with one runtime-error line; without a driver it says so
+    // (the runtime's own "driver version is insufficient" would mislead).
     try {
       make_backend("cuda", 1);
       FAIL("make_backend(\"cuda\") succeeded without a usable device");
     } catch (const Error& e) {
       CHECK(e.exit_code() == kExitRuntime);
       CHECK(std::string(e.what()).find('\n') == std::string::npos);
+      if (!nvidia_driver_present()) {
+        CHECK(std::string(e.what()).find("no NVIDIA driver found") != std::string::npos);
+        CHECK(std::string(e.what()).find("insufficient") == std::string::npos);
+      }
     }
   }
 #else

@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -59,9 +61,10 @@ std::string read_input(const std::string& path) {
   if (path == "-")
     return std::string((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) fail_input(path + ": cannot read the input (not a file)");
+  if (!fs::exists(path, ec)) fail_input(path + ": cannot read the input: no such file");
+  if (fs::is_directory(path, ec)) fail_input(path + ": cannot read the input: it is a directory");
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail_input(path + ": cannot read the input");
+  if (!in) fail_input(path + ": cannot read the input (" + std::strerror(errno) + ")");
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
@@ -70,7 +73,15 @@ class RecordWriter {
  public:
   explicit RecordWriter(const std::string& path) : path_(path) {
     file_ = path == "-" ? stdout : std::fopen(path.c_str(), "ab");
-    if (!file_) fail_input(path + ": cannot open the output for appending");
+    if (!file_) {
+      const int err = errno;
+      const fs::path parent = fs::path(path).parent_path();
+      std::error_code ec;
+      std::string why = std::strerror(err);
+      if (err == ENOENT && !parent.empty() && !fs::is_directory(parent, ec))
+        why = "the directory " + parent.string() + " does not exist";
+      fail_input(path + ": cannot open the output for appending: " + why);
+    }
   }
   ~RecordWriter() {
     if (file_ && file_ != stdout) std::fclose(file_);
@@ -132,6 +143,13 @@ void prepare(Work& w, const BatchOptions& o, const Session& session) {
   }
 }
 
+// Whether two paths name one file (links and relative spellings included).
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec)) return fs::equivalent(a, b, ec);
+  return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+}
+
 }  // namespace
 
 std::pair<int, int> parse_shard(const std::string& text) {
@@ -173,22 +191,29 @@ CLI::App* add_batch_command(CLI::App& app, BatchOptions& o) {
       ->check(bounded(0, kMaxBatchSize, "each request in flight reserves its canvas' activations"))
       ->capture_default_str();
   cmd->add_flag("--resume", o.resume,
-                "Append to an existing output, skipping ids it already holds (a torn last line is "
-                "dropped)");
+                "Append to an existing output, skipping ids it already holds a result for; lines "
+                "whose record is an error run again (their error record is removed), and a torn "
+                "last line is dropped");
+  cmd->add_flag("--echo-prompt", o.echo_prompt,
+                "Copy each line's prompt (or messages) into its result record");
   cmd->add_option("--shard", o.shard,
                   "Only lines whose 0-based index mod N is K, given as K/N (e.g. Slurm job arrays)");
   return cmd;
 }
 
 int run_batch(const BatchOptions& o) {
+  const auto t_start = Clock::now();
   SignalGuard signals;
   int shard_k = 0, shard_n = 1;
   if (!o.shard.empty()) std::tie(shard_k, shard_n) = parse_shard(o.shard);
   if (o.resume && o.output == "-") fail_usage("--resume needs an output file, not stdout");
   const std::string in_name = o.input == "-" ? "<stdin>" : o.input;
 
+  if (o.input != "-" && o.output != "-" && same_file(o.input, o.output))
+    fail_usage("-i and -o name the same file (" + o.output + "); the results would overwrite the input");
   // Every line is parsed before any work, so duplicate ids stop the run with nothing written.
   const std::vector<std::string> lines = split_lines(read_input(o.input));
+  const double read_seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   std::vector<Work> work;
   std::map<std::string, int> seen;  // id_key -> line
   for (size_t i = 0; i < lines.size(); i++) {
@@ -202,15 +227,20 @@ int run_batch(const BatchOptions& o) {
     if (static_cast<int>(i % shard_n) == shard_k) work.push_back(std::move(w));
   }
 
-  // Never overwrite results: an existing output is either resumed or refused.
+  // Never overwrite results: an existing output is either resumed or refused. A device or pipe
+  // (/dev/null, /dev/stdout) is written as a stream.
   ExistingOutput existing;
+  std::set<std::string> retried;  // ids of error records that this run runs again
   if (o.output != "-") {
     std::error_code ec;
     const bool exists = fs::exists(o.output, ec);
-    if (exists && !fs::is_regular_file(o.output, ec)) fail_usage(o.output + ": not a regular file");
-    if (exists && fs::file_size(o.output, ec) > 0 && !o.resume)
+    const bool regular = exists && fs::is_regular_file(o.output, ec);
+    if (exists && fs::is_directory(o.output, ec)) fail_usage(o.output + ": is a directory, not an output file");
+    if (regular && fs::file_size(o.output, ec) > 0 && !o.resume)
       fail_usage(o.output + " exists and is not empty; use --resume or remove it");
-    if (o.resume && exists) {
+    if (o.resume && exists && !regular)
+      fail_usage("--resume needs a regular output file, not " + o.output);
+    if (o.resume && regular) {
       existing = read_existing_output(o.output);
       if (existing.torn) {
         fs::resize_file(o.output, existing.good_bytes, ec);
@@ -219,32 +249,58 @@ int run_batch(const BatchOptions& o) {
       }
     }
   }
-  int skipped = 0, failed_before = 0;
+  int skipped = 0;
   std::erase_if(work, [&](const Work& w) {
-    auto it = existing.ids.find(id_key(w.line.id));
+    const std::string key = id_key(w.line.id);
+    auto it = existing.ids.find(key);
     if (it == existing.ids.end()) return false;
+    // An error record is retried: its line may have been fixed, or the failure passing.
+    if (it->second) {
+      retried.insert(key);
+      return false;
+    }
     skipped++;
-    failed_before += it->second ? 1 : 0;
     return true;
   });
+  if (!retried.empty()) {
+    drop_records(o.output, retried);
+    if (!o.common.quiet)
+      std::cerr << "unmask: " << o.output << ": retrying " << retried.size() << " line(s) that ended in an error\n";
+  }
 
   auto session = open_session(resolve_model_dir(o.common.model), o.common.backend, o.common.threads,
                               o.common.mask_id);
+  print_notes(session->notes, o.common.quiet);
   // The command line's own values are checked once, named as options; a line's problems then
   // come from its own keys.
   validate_setting_values(resolve_settings(o.gen, session->config));
   int max_canvas = 1, max_wanted = 1;  // wanted: logits rows a request reads per step
   bool any_cfg = false, any_cache = false;
+  int past_trained = 0;  // requests whose canvas is longer than the model was trained on
+  const auto t_tokenize = Clock::now();
   for (Work& w : work) {
     prepare(w, o, *session);
     if (!w.line.error.empty()) continue;
-    max_canvas = std::max(max_canvas, static_cast<int>(w.prompt_ids.size()) + w.settings.gen_length);
-    // The block loop reads one block's masks; Dream's loop every mask of the answer.
-    max_wanted = std::max(max_wanted, w.settings.alg == Algorithm::Llada ? w.settings.block_length
-                                                                          : w.settings.gen_length);
+    const int canvas = static_cast<int>(w.prompt_ids.size()) + w.settings.gen_length;
+    max_canvas = std::max(max_canvas, canvas);
+    // The block loop reads one block's masks; Dream's loop every mask of the answer; both also
+    // the masks written in the prompt.
+    const int prompt_masks = static_cast<int>(
+        std::count(w.prompt_ids.begin(), w.prompt_ids.end(), session->config.mask_token_id));
+    max_wanted = std::max(max_wanted, prompt_masks + (w.settings.alg == Algorithm::Llada
+                                                          ? w.settings.block_length
+                                                          : w.settings.gen_length));
     any_cfg = any_cfg || w.settings.cfg_scale > 0.f;
     any_cache = any_cache || w.settings.cache != CacheMode::None;
+    past_trained += !canvas_notes(w.settings, w.prompt_ids.size(), session->config).empty();
   }
+  const double tokenize_seconds = std::chrono::duration<double>(Clock::now() - t_tokenize).count();
+  if (past_trained > 0)
+    print_notes({std::to_string(past_trained) + " of " + std::to_string(work.size()) +
+                 " requests have a canvas (prompt + gen-length) longer than the " +
+                 std::to_string(session->config.train_seq_len) +
+                 " positions this model was trained on (unmask_train_seq_len); expect lower quality past them"},
+                o.common.quiet);
   const int batch = o.batch_size > 0 ? o.batch_size : default_batch_size(session->backend->name(), max_canvas);
   const int seqs = batch * (any_cfg ? 2 : 1);
   session->model->reserve(seqs * max_canvas, seqs * max_wanted, seqs);
@@ -305,15 +361,22 @@ int run_batch(const BatchOptions& o) {
       ojson rec;
       rec["id"] = r.work->line.id;
       rec["line"] = r.work->line.line;
-      rec["text"] = decode_text(*session->tokenizer, answer, session->config.stop_token_ids);
+      if (o.echo_prompt) {
+        if (r.work->line.messages.is_null()) rec["prompt"] = r.work->line.prompt;
+        else rec["messages"] = r.work->line.messages;
+      }
+      rec["text"] = answer_text(*session, s, o.prompt.keep_special);
       rec["ids"] = answer;
       rec["prompt_tokens"] = r.work->prompt_ids.size();
+      rec["filled_prompt_ids"] = s.filled_prompt();
+      rec["settings"] = settings_json(s.settings());
       rec["stats"] = {{"generated_tokens", generated},
                       {"steps", s.steps_done()},
                       {"forward_passes", s.forwards()},
                       {"stopped_early", s.stopped_early()},
                       {"seconds", seconds},
-                      {"tokens_per_second", seconds > 0 ? generated / seconds : 0.0}};
+                      {"tokens_per_second", seconds > 0 ? generated / seconds : 0.0},
+                      {"masks_left", s.masks_left()}};
       const nlohmann::ordered_json decoding = decoding_stats_json(s);
       for (const auto& [key, value] : decoding.items()) rec["stats"][key] = value;
       writer.write(rec);
@@ -325,14 +388,17 @@ int run_batch(const BatchOptions& o) {
   }
   progress.finish();
 
-  const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double generate_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double wall = std::chrono::duration<double>(Clock::now() - t_start).count();
   if (!o.common.quiet) {
     char buf[512];
     std::snprintf(buf, sizeof buf,
-                  "batch: %d requests (%d ok, %d failed), %lld tokens in %.2f s (%.1f tok/s); "
-                  "load %.2f s",
-                  written, written - failed, failed, tokens, wall, wall > 0 ? tokens / wall : 0.0,
-                  session->load_seconds);
+                  "batch: %d requests (%d ok, %d failed), %lld tokens in %.2f s of generation "
+                  "(%.1f tok/s); wall %.2f s = read %.2f + load %.2f + tokenize %.2f + generate "
+                  "%.2f s",
+                  written, written - failed, failed, tokens, generate_seconds,
+                  generate_seconds > 0 ? tokens / generate_seconds : 0.0, wall, read_seconds,
+                  session->load_seconds, tokenize_seconds, generate_seconds);
     std::cerr << buf;
     if (skipped > 0) std::cerr << "; " << skipped << " already in " << o.output;
     std::cerr << "\n";
@@ -342,7 +408,7 @@ int run_batch(const BatchOptions& o) {
               << work.size() - static_cast<size_t>(written) << " left: rerun with --resume\n";
     return kExitInterrupted;
   }
-  return failed + failed_before > 0 ? kExitBatchFailed : kExitOk;
+  return failed > 0 ? kExitBatchFailed : kExitOk;
 }
 
 }  // namespace unmask

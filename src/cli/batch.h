@@ -17,6 +17,7 @@ struct BatchOptions {
   std::string input, output;  // "-": stdin / stdout
   int batch_size = 0;         // 0: chosen from the canvas size and the backend
   bool resume = false;
+  bool echo_prompt = false;   // copy each line's prompt (or messages) into its record
   std::string shard;          // "K/N", empty: every line
 };
 

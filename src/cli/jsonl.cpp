@@ -1,7 +1,13 @@
 // Hostile-input parsing of JSONL batch lines and of an output file being resumed.
 #include "cli/jsonl.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -212,6 +218,42 @@ ExistingOutput read_existing_output(const std::string& path) {
     out.good_bytes = next;
   }
   return out;
+}
+
+void drop_records(const std::string& path, const std::set<std::string>& ids) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_input(path + ": cannot read the output to rewrite it (" + std::strerror(errno) + ")");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string kept;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    end = end == std::string::npos ? text.size() : end + 1;
+    const std::string line = text.substr(start, end - start);
+    start = end;
+    const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_discarded() && j.is_object() && j.contains("id") && ids.count(id_key(j["id"]))) continue;
+    kept += line;
+  }
+  const std::string tmp = path + ".rewrite." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail_input(tmp + ": cannot write (" + std::strerror(errno) + ")");
+  size_t done = 0;
+  while (done < kept.size()) {
+    const ssize_t n = ::write(fd, kept.data() + done, kept.size() - done);
+    if (n <= 0) {
+      ::close(fd);
+      std::remove(tmp.c_str());
+      fail_runtime(tmp + ": cannot write (disk full?)");
+    }
+    done += static_cast<size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    fail_runtime(path + ": cannot replace it with its rewrite (" + std::strerror(errno) + ")");
+  }
 }
 
 }  // namespace unmask

@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -55,5 +56,10 @@ struct ExistingOutput {
 
 // Reads `path` (missing: empty). A damaged line other than the last one is a fail_input naming it.
 ExistingOutput read_existing_output(const std::string& path);
+
+// Rewrites `path` without the records whose id_key is in `ids` (the error records --resume runs
+// again), through a temporary file in the same directory renamed over it, so a crash leaves the
+// old file or the new one, never half of one. Every other line is kept byte for byte.
+void drop_records(const std::string& path, const std::set<std::string>& ids);
 
 }  // namespace unmask

@@ -61,7 +61,9 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
   const std::string prompt = read_prompt(prompt_words, common.quiet);
   auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
                               common.mask_id);
-  const GenerationSettings settings = resolve_settings(gen, session->config);
+  print_notes(session->notes, common.quiet);
+  std::vector<std::string> notes;
+  const GenerationSettings settings = resolve_settings(gen, session->config, SettingNames::Options, &notes);
 
   const auto t_tok = std::chrono::steady_clock::now();
   std::vector<int32_t> prompt_ids =
@@ -70,6 +72,8 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_tok).count();
 
   Sampler sampler(prompt_ids, settings, session->config);
+  for (const std::string& n : canvas_notes(settings, prompt_ids.size(), session->config)) notes.push_back(n);
+  print_notes(notes, common.quiet);
   Engine engine(*session->model);
   engine.reserve(1, static_cast<int32_t>(sampler.canvas().size()), sampler.uses_cfg(),
                  settings.cache != CacheMode::None);
@@ -83,8 +87,9 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!sampler.error().empty()) fail_runtime(sampler.error());
 
+  const bool keep = prompt_options.keep_special;
   const std::vector<int32_t> answer = sampler.answer();
-  const std::string text = decode_text(*session->tokenizer, answer, session->config.stop_token_ids);
+  const std::string text = answer_text(*session, sampler, keep);
   RunStats stats;
   stats.prompt_tokens = static_cast<int>(prompt_ids.size());
   stats.generated_tokens = text_length(answer, session->config.stop_token_ids);
@@ -104,15 +109,20 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
   stats.full_forward_seconds = engine.stats().full_seconds;
   stats.cached_forward_seconds = engine.stats().cached_seconds;
 
+  print_notes(outcome_notes(*session, sampler, keep), common.quiet);
   if (common.format == "json") {
     nlohmann::json j;
     j["text"] = text;
     j["prompt_ids"] = prompt_ids;
+    j["filled_prompt_ids"] = sampler.filled_prompt();
+    if (sampler.prompt_masks() > 0) j["filled_prompt"] = filled_prompt_text(*session, sampler, keep);
     j["ids"] = answer;
     j["settings"] = settings_json(settings);
     j["stats"] = stats_json(stats);
-    std::cout << j.dump() << "\n";
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
+    // Infilling: the prompt's holes are part of the answer, so the whole filled text is printed.
+    if (sampler.prompt_masks() > 0) std::cout << filled_prompt_text(*session, sampler, keep);
     std::cout << text << "\n";
     if (!common.quiet) std::cerr << stats_line(stats) << "\n";
   }
@@ -123,6 +133,7 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
 int run_info(const CommonOptions& common, bool check_weights) {
   auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
                               common.mask_id);
+  print_notes(session->notes, common.quiet);
   if (check_weights) {
     if (const auto bad = find_non_finite(*session->store))
       fail_input(session->store->source() + ": tensor '" + bad->name + "' holds " +
@@ -151,6 +162,22 @@ int run_info(const CommonOptions& common, bool check_weights) {
   j["vocab_size"] = c.vocab_size;
   j["embedding_size"] = c.embedding_size;
   j["max_sequence_length"] = c.max_seq_len;
+  j["trained_sequence_length"] = c.train_seq_len > 0 ? nlohmann::ordered_json(c.train_seq_len)
+                                                     : nlohmann::ordered_json(nullptr);
+  {
+    // The generation settings a plain run uses on this model.
+    const GenerationSettings d = resolve_settings({}, c);
+    nlohmann::ordered_json defaults;
+    defaults["gen_length"] = d.gen_length;
+    defaults["steps"] = d.steps;
+    defaults["block_length"] = d.alg == Algorithm::Llada ? nlohmann::ordered_json(d.block_length)
+                                                         : nlohmann::ordered_json(nullptr);
+    defaults["alg"] = algorithm_name(d.alg);
+    defaults["from"] = c.defaults.gen_length > 0 || c.defaults.steps > 0 || c.defaults.block_length > 0
+                           ? "config.json unmask_defaults"
+                           : "unmask's defaults";
+    j["generation_defaults"] = defaults;
+  }
   j["weight_tying"] = c.weight_tying;
   j["parameters"] = params;
   j["weight_bytes"] = session->store->total_bytes();

@@ -100,6 +100,9 @@ void add_prompt_options(CLI::App& app, PromptOptions& o) {
                "Wrap the prompt in the model's chat template (LLaDA header turns or ChatML) as a "
                "user turn, followed by the assistant's header");
   app.add_option("--system", o.system, "System message for --chat");
+  app.add_flag("--keep-special", o.keep_special,
+               "Keep special tokens (e.g. <|eot_id|>, <s>) in the printed text; they are left out "
+               "by default, and --format json / batch records always keep every id");
 }
 
 GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config,

@@ -21,10 +21,12 @@ struct CommonOptions {
   std::optional<int32_t> mask_id;  // --mask-id: overrides the config's (llama-format dLLMs need it)
 };
 
-// How the prompt becomes ids: plain, or inside the model's chat template.
+// How the prompt becomes ids (plain, or inside the model's chat template), and how ids become
+// the printed text.
 struct PromptOptions {
   bool chat = false;
   std::optional<std::string> system;
+  bool keep_special = false;  // print special tokens (<|eot_id|>, <s>) in the text too
 };
 
 // Generation options as typed by the user; unset ones fall back to the model's defaults.

@@ -82,6 +82,34 @@ std::string stats_line(const RunStats& s) {
   return buf;
 }
 
+std::string answer_text(const Session& session, const Sampler& sampler, bool keep_special) {
+  return decode_continuation(*session.tokenizer, sampler.filled_prompt(), sampler.answer(),
+                             session.config.stop_token_ids, keep_special);
+}
+
+std::string filled_prompt_text(const Session& session, const Sampler& sampler, bool keep_special) {
+  return decode_text(*session.tokenizer, sampler.filled_prompt(), {}, keep_special);
+}
+
+std::vector<std::string> outcome_notes(const Session& session, const Sampler& sampler, bool keep_special) {
+  std::vector<std::string> notes;
+  const Tokenizer& tok = *session.tokenizer;
+  if (const int left = sampler.masks_left(); left > 0)
+    notes.push_back(std::to_string(left) + " mask token(s) remain: the " + std::to_string(sampler.prompt_masks()) +
+                    " mask(s) written in the prompt took as many of the blocks' scheduled commits (LLaDA's "
+                    "generate does the same); --threshold lets a block commit more");
+  const std::vector<int32_t> answer = sampler.answer();
+  const auto& stops = session.config.stop_token_ids;
+  if (!answer.empty() && std::find(stops.begin(), stops.end(), answer[0]) != stops.end()) {
+    notes.push_back("the model ended the answer at once: its first answer token is the end-of-text token '" +
+                    tok.piece(answer[0]) + "' (id " + std::to_string(answer[0]) +
+                    "); try another prompt, --no-eos, or a larger model");
+  } else if (answer_text(session, sampler, keep_special).empty() && text_length(answer, stops) > 0) {
+    notes.push_back("the answer holds only special tokens, which the text leaves out; --keep-special shows them");
+  }
+  return notes;
+}
+
 void print_notes(const std::vector<std::string>& notes, bool quiet) {
   static std::mutex mutex;
   static std::set<std::string> said;

@@ -8,6 +8,7 @@
 
 #include "decode/engine.h"
 #include "decode/sampler.h"
+#include "decode/session.h"
 
 namespace unmask {
 
@@ -38,6 +39,16 @@ nlohmann::json stats_json(const RunStats& s);
 nlohmann::json decoding_stats_json(const Sampler& s);
 // One line for stderr: "12 tokens in 0.41 s (29.3 tok/s), 64 steps, 6.4 ms/step, ...".
 std::string stats_line(const RunStats& s);
+
+// The answer's text as it continues the (filled) prompt: special tokens left out unless
+// `keep_special`, cut at the first stop id (decode_continuation).
+std::string answer_text(const Session& session, const Sampler& sampler, bool keep_special);
+// The filled prompt's text (masks written in the prompt replaced by what filled them).
+std::string filled_prompt_text(const Session& session, const Sampler& sampler, bool keep_special);
+
+// Lines for stderr about a finished request that would otherwise puzzle: masks the fixed
+// schedule left unfilled, an answer the model ended at once or that holds only special tokens.
+std::vector<std::string> outcome_notes(const Session& session, const Sampler& sampler, bool keep_special);
 
 // Prints "unmask: note: LINE" on stderr for each line not printed before by this process
 // (so a batch says each thing once); nothing under --quiet.

@@ -1,6 +1,8 @@
 // Backend factory: the one place that knows whether the CUDA backend was compiled in.
 #include "model/backend.h"
 
+#include <dlfcn.h>
+
 #include <filesystem>
 #include <iostream>
 
@@ -18,6 +20,22 @@ bool cuda_compiled_in() {
 #else
   return false;
 #endif
+}
+
+bool nvidia_driver_present(std::string* why) {
+  // note: RTLD_LAZY loads the library without initialising CUDA; it stays loaded, as it would be
+  // for the CUDA runtime anyway.
+  if (void* lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL)) {
+    (void)lib;
+    return true;
+  }
+  std::error_code ec;
+  if (std::filesystem::exists("/proc/driver/nvidia/version", ec)) {
+    if (why) *why = "the NVIDIA kernel module is loaded but its user-space library libcuda.so.1 is missing";
+    return false;
+  }
+  if (why) *why = "no NVIDIA driver found (libcuda.so.1 is not installed)";
+  return false;
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& kind, int threads) {

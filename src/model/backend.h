@@ -123,5 +123,8 @@ class Backend {
 std::unique_ptr<Backend> make_backend(const std::string& kind, int threads);
 std::unique_ptr<Backend> make_cpu_backend(int threads);
 bool cuda_compiled_in();
+// Whether an NVIDIA driver is installed: its user-space library libcuda.so.1 loads (or the
+// kernel module reports a version). Nothing is initialised; `why` says what is missing.
+bool nvidia_driver_present(std::string* why = nullptr);
 
 }  // namespace unmask

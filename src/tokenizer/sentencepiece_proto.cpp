@@ -60,52 +60,71 @@ void put_varint(std::string& out, uint64_t v) {
   out += static_cast<char>(v);
 }
 
+// The UNKNOWN piece's text is renamed, since sentencepiece resolves a matched piece's text through
+// the reserved pieces first and would give the unknown id (then byte fallback) for "<unk>".
+constexpr std::string_view kUnknownRenamed = "<unk (the unknown piece)>";
+
+// A SentencePiece message {1: text, 2: score 0, 3: type}.
+std::string piece_message(std::string_view text, uint64_t type) {
+  std::string piece;
+  piece += static_cast<char>(1u << 3 | kWireLength);
+  put_varint(piece, text.size());
+  piece += text;
+  piece += static_cast<char>(2u << 3 | kWire32);
+  piece.append(4, '\0');  // score 0.0f
+  piece += static_cast<char>(3u << 3 | kWireVarint);
+  piece += static_cast<char>(type);
+  return piece;
+}
+
+void put_field(std::string& out, std::string_view message) {
+  out += static_cast<char>(1u << 3 | kWireLength);
+  put_varint(out, message.size());
+  out += message;
+}
+
 }  // namespace
 
 SpecialMatchingProto special_matching_proto(std::string_view model, const std::string& path) {
   SpecialMatchingProto out;
-  out.serialized.assign(model.data(), model.size());
   std::string unk_text;
   int32_t n_pieces = 0;
   Wire top(model, 0, model.size(), path);
   while (!top.done()) {
+    const size_t field_at = top.at();
     const uint64_t tag = top.varint();
     const auto [start, end] = top.skip(static_cast<uint32_t>(tag & 7));
-    if (tag >> 3 != 1 || (tag & 7) != kWireLength) continue;
-    n_pieces++;
-    std::string_view text;
-    bool unknown = false;
-    Wire piece(model, start, end, path);
-    while (!piece.done()) {
-      const uint64_t ptag = piece.varint();
-      const size_t value_at = piece.at();
-      if (ptag == (1u << 3 | kWireLength)) {
-        const auto [s, e] = piece.skip(kWireLength);
-        text = model.substr(s, e - s);
-      } else if (ptag == (3u << 3 | kWireVarint)) {
-        const uint64_t type = piece.varint();
-        // note: enum values below 128 are one byte, so the rewrite keeps every offset.
-        if (type == kTypeControl && piece.at() == value_at + 1)
-          out.serialized[value_at] = static_cast<char>(kTypeUserDefined);
-        unknown = unknown || type == kTypeUnknown;
-      } else {
-        piece.skip(static_cast<uint32_t>(ptag & 7));
+    std::string field(model.substr(field_at, end - field_at));
+    if (tag >> 3 == 1 && (tag & 7) == kWireLength) {
+      n_pieces++;
+      std::string_view text;
+      uint64_t type = 1;  // NORMAL, the default when the field is absent
+      Wire piece(model, start, end, path);
+      while (!piece.done()) {
+        const uint64_t ptag = piece.varint();
+        const size_t value_at = piece.at();
+        if (ptag == (1u << 3 | kWireLength)) {
+          const auto [s, e] = piece.skip(kWireLength);
+          text = model.substr(s, e - s);
+        } else if (ptag == (3u << 3 | kWireVarint)) {
+          type = piece.varint();
+          // note: enum values below 128 are one byte, so the rewrite keeps every offset.
+          if (type == kTypeControl && piece.at() == value_at + 1)
+            field[(start - field_at) + (value_at - start)] = static_cast<char>(kTypeUserDefined);
+        } else {
+          piece.skip(static_cast<uint32_t>(ptag & 7));
+        }
+      }
+      if (type == kTypeUnknown) {
+        unk_text = std::string(text);
+        field.clear();
+        put_field(field, piece_message(kUnknownRenamed, kTypeUnknown));
       }
     }
-    if (unknown) unk_text = std::string(text);
+    out.serialized += field;
   }
   if (!unk_text.empty()) {
-    std::string piece;
-    piece += static_cast<char>(1u << 3 | kWireLength);
-    put_varint(piece, unk_text.size());
-    piece += unk_text;
-    piece += static_cast<char>(2u << 3 | kWire32);
-    piece.append(4, '\0');  // score 0.0f
-    piece += static_cast<char>(3u << 3 | kWireVarint);
-    piece += static_cast<char>(kTypeUserDefined);
-    out.serialized += static_cast<char>(1u << 3 | kWireLength);
-    put_varint(out.serialized, piece.size());
-    out.serialized += piece;
+    put_field(out.serialized, piece_message(unk_text, kTypeUserDefined));
     out.unk_alias = n_pieces;
   }
   return out;

@@ -1,5 +1,4 @@
 // Every CUDA backend op against the CPU backend on random data and odd shapes; skips without a GPU.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <numeric>
