@@ -149,3 +149,16 @@ TEST_CASE("options that size allocations are bounded, and the error says the lim
   const auto t = run_unmask(kGen + " --threads 100000 x");
   CHECK(t.err.find("each thread allocates its own scratch") != std::string::npos);
 }
+
+TEST_CASE("a prompt read from a terminal gets a hint on stderr; a pipe does not") {
+  if (std::system("command -v script > /dev/null 2>&1") != 0) {
+    MESSAGE("skipped: no script(1) to give unmask a terminal");
+    return;
+  }
+  // script(1) runs unmask on a pseudo-terminal and types the prompt, then Ctrl-D.
+  const std::string out = shell("printf \"In the beginning\\n\\004\" | timeout 60 script -qec \"" +
+                                std::string(UNMASK_BINARY) + " " + kGen + "\" /dev/null");
+  CHECK(out.find("unmask: reading the prompt from stdin (end it with Ctrl-D)") != std::string::npos);
+  CHECK(out.find("16 tokens in") != std::string::npos);  // and the run goes on
+  CHECK(run_unmask(kGen, "In the beginning\n").err.find("reading the prompt") == std::string::npos);
+}

@@ -203,7 +203,9 @@ TEST_CASE("an answer the model ends at once, or that leaves masks, is explained"
                              c["prompt_text"].get<std::string>() + "'";
     const auto r = run_unmask(args);
     REQUIRE(r.exit_code == 0);
-    CHECK(r.err.find("mask token(s) remain: the 2 mask(s) written in the prompt took as many") != std::string::npos);
+    CHECK(r.err.find("2 mask token(s) remain unfilled: LLaDA's block schedule commits as many tokens as the "
+                     "answer's blocks hold, so the 2 mask(s) written in the prompt leave as many behind") !=
+          std::string::npos);
     const auto j = run_unmask(args + " --format json");
     const auto doc = nlohmann::json::parse(j.out);
     CHECK(doc["filled_prompt_ids"] == c["expected_filled_prompt_ids"]);

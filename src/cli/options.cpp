@@ -55,33 +55,34 @@ void add_common_options(CLI::App& app, CommonOptions& o, const std::vector<std::
 void add_generation_options(CLI::App& app, GenerationOptions& o) {
   app.add_option("--gen-length", o.gen_length,
                  "Answer length in tokens (default: the model's, else 128)");
-  app.add_option("--steps", o.steps, "Sampling steps in all (default: gen-length)");
+  app.add_option("--steps", o.steps, "Sampling steps in all, at most 1048576 (default: gen-length)");
   app.add_option("--block-length", o.block_length,
                  "Semi-autoregressive block length; must divide gen-length (default: the model's, "
                  "else 32)");
-  app.add_option("--temperature", o.temperature, "Gumbel-noise temperature; 0 is greedy")
+  app.add_option("--temperature", o.temperature, "Gumbel-noise temperature in [0, 100]; 0 is greedy")
       ->capture_default_str();
-  app.add_option("--top-k", o.top_k, "Sample only among the k most likely tokens (0: off)")
+  app.add_option("--top-k", o.top_k, "Sample only among the k most likely tokens (>= 0; 0: off)")
       ->capture_default_str();
-  app.add_option("--top-p", o.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  app.add_option("--top-p", o.top_p, "Nucleus sampling mass in (0, 1] (1: off)")->capture_default_str();
   app.add_option("--alg", o.alg,
                  "Unmasking loop: llada (semi-autoregressive blocks) or Dream's whole-answer loop "
                  "with origin, maskgit_plus, topk_margin or entropy (default: llada for LLaDA "
                  "models, entropy for Dream, maskgit_plus for llama-format)");
   app.add_option("--alg-temp", o.alg_temp,
-                 "Dream's loop: sample the positions to commit by softmax(confidence / alg-temp) "
-                 "(0: the most confident)")
+                 "Dream's loop: sample the positions to commit by softmax(confidence / alg-temp), "
+                 "in [0, 100] (0: the most confident)")
       ->capture_default_str();
   app.add_option("--remasking", o.remasking,
                  "Block loop: which masked positions to commit first, low_confidence or random")
       ->capture_default_str();
-  app.add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale (0: off)")
+  app.add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale in [0, 100] (0: off)")
       ->capture_default_str();
   app.add_option("--threshold", o.threshold,
-                 "Parallel decoding: also commit every position with confidence >= this value");
+                 "Parallel decoding: also commit every position with confidence >= this value, in "
+                 "(0, 1]");
   app.add_option("--factor", o.factor,
                  "Parallel decoding: the n-th most confident position also commits while its "
-                 "confidence >= 1 - factor/(n+1)");
+                 "confidence >= 1 - factor/(n+1); factor in (0, 100]");
   app.add_option("--cache", o.cache,
                  "KV cache across a block's steps: none, prefix or dual (an approximation; "
                  "none reproduces the reference)")

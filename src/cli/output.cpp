@@ -95,9 +95,10 @@ std::vector<std::string> outcome_notes(const Session& session, const Sampler& sa
   std::vector<std::string> notes;
   const Tokenizer& tok = *session.tokenizer;
   if (const int left = sampler.masks_left(); left > 0)
-    notes.push_back(std::to_string(left) + " mask token(s) remain: the " + std::to_string(sampler.prompt_masks()) +
-                    " mask(s) written in the prompt took as many of the blocks' scheduled commits (LLaDA's "
-                    "generate does the same); --threshold lets a block commit more");
+    notes.push_back(std::to_string(left) + " mask token(s) remain unfilled: LLaDA's block schedule commits as "
+                    "many tokens as the answer's blocks hold, so the " + std::to_string(sampler.prompt_masks()) +
+                    " mask(s) written in the prompt leave as many behind (its generate does the same); "
+                    "--threshold or --factor with more --steps than answer tokens fill them");
   const std::vector<int32_t> answer = sampler.answer();
   const auto& stops = session.config.stop_token_ids;
   if (!answer.empty() && std::find(stops.begin(), stops.end(), answer[0]) != stops.end()) {
