@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cli/output.h"
 #include "common.h"
 #include "decode/engine.h"
 #include "decode/session.h"
@@ -412,9 +413,13 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
 }
 
 int run_bench(const BenchOptions& o) {
+  // note: a synthetic shape's cases are checked before its weights are built (16 GB for
+  // llada-8b), so a bad option costs nothing.
+  if (!o.synthetic.empty()) make_cases(o, synthetic_spec(o.synthetic).config, true);
   Subject subject = open_subject(o);
   const ModelConfig& config = subject.model().config();
   const std::vector<BenchCase> cases = make_cases(o, config, subject.is_synthetic());
+  if (subject.session) print_notes(subject.session->notes, o.common.quiet);
 
   ojson report;
   report["unmask_version"] = UNMASK_VERSION;
