@@ -3,13 +3,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <sys/wait.h>
 #include <vector>
+
+#include "io/config.h"
 
 namespace unmask::test {
 
@@ -31,6 +36,36 @@ inline double relative_error(const std::vector<float>& a, const std::vector<doub
     scale = std::max(scale, std::fabs(b[i]));
   }
   return scale > 0 ? diff / scale : diff;
+}
+
+// A scratch directory for one test case, removed at its end.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag = "unmask") {
+    static int counter = 0;
+    path = std::filesystem::temp_directory_path() /
+           (tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+// A LLaDA-family config for sampler unit tests: vocabulary 10, mask 9, EOS 2, 64 positions.
+inline ModelConfig small_llada_config() {
+  ModelConfig c;
+  c.family = "llada";
+  c.vocab_size = c.embedding_size = 10;
+  c.max_seq_len = 64;
+  c.mask_token_id = 9;
+  c.eos_token_id = 2;
+  c.stop_token_ids = {2};
+  return c;
 }
 
 struct CommandResult {

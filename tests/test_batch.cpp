@@ -24,20 +24,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A scratch directory per test case, removed at the end.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("unmask_batch_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+struct TempDir : unmask::test::TempDir {
+  TempDir() : unmask::test::TempDir("unmask_batch") {}
 };
 
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }

@@ -20,18 +20,8 @@ namespace {
 
 const std::string kBatch = "batch -m " + fixture("tiny-f32-gqa") + " --gen-length 8 --block-length 8 ";
 
-struct Scratch {
-  fs::path path;
-  Scratch() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("unmask_bfiles_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+struct Scratch : unmask::test::TempDir {
+  Scratch() : unmask::test::TempDir("unmask_bfiles") {}
 };
 
 void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }

@@ -111,13 +111,7 @@ TEST_CASE("the NaN/Inf scan reads bf16 and f16 by bit pattern") {
 }
 
 TEST_CASE("the sampler ends a request whose pick saw non-finite logits, or nothing to choose") {
-  ModelConfig c;
-  c.family = "llada";
-  c.vocab_size = c.embedding_size = 10;
-  c.max_seq_len = 64;
-  c.mask_token_id = 9;
-  c.eos_token_id = 2;
-  c.stop_token_ids = {2};
+  const ModelConfig c = unmask::test::small_llada_config();
   GenerationSettings s;
   s.gen_length = s.steps = s.block_length = 4;
   Sampler a({5, 6}, s, c);

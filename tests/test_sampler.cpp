@@ -4,20 +4,12 @@
 #include "common.h"
 #include "decode/dream_schedule.h"
 #include "decode/sampler.h"
+#include "fixtures.h"
 
 using namespace unmask;
 
 namespace {
-ModelConfig small_config() {
-  ModelConfig c;
-  c.family = "llada";
-  c.vocab_size = c.embedding_size = 10;
-  c.max_seq_len = 64;
-  c.mask_token_id = 9;
-  c.eos_token_id = 2;
-  c.stop_token_ids = {2};
-  return c;
-}
+ModelConfig small_config() { return unmask::test::small_llada_config(); }
 PickResult pick(int32_t token, float prob) {
   PickResult r;
   r.token = token;
