@@ -49,7 +49,7 @@ std::map<std::string, json> by_id(const std::vector<json>& records) {
       r["stats"].erase("seconds");
       r["stats"].erase("tokens_per_second");
     }
-    out[r["id"].dump()] = r;
+    out[record_key(r["id"], r.value("line", 0))] = r;
   }
   return out;
 }
@@ -90,10 +90,16 @@ TEST_CASE("batch lines parse into requests or precise errors") {
   CHECK(parse_batch_line(R"({"prompt": "hi"})", 9).id == 9);
   CHECK(parse_batch_line(R"({"prompt": "hi", "id": 12})", 9).id == 12);
 
-  CHECK(parse_batch_line("{\"prompt\": ", 1).error == "invalid JSON");
+  CHECK(parse_batch_line("{\"prompt\": ", 1).error.find("invalid JSON at line 1, column 12") == 0);
+  CHECK(parse_batch_line("{\"prompt\": ", 1).id.is_null());  // keyed by its line, never a duplicate
   CHECK(parse_batch_line("[1]", 1).error.find("not a JSON object") == 0);
   CHECK(parse_batch_line(R"({"id": 3})", 1).error.find("missing 'prompt'") == 0);
-  CHECK(parse_batch_line(R"({"prompt": 3})", 1).error == "'prompt' must be a string (got an integer)");
+  CHECK(parse_batch_line(R"({"prompt": 3})", 1).error == "'prompt' must be a string (got 3)");
+  CHECK(parse_batch_line(R"({"prompt": "x", "prompt": "y"})", 1).error == "key 'prompt' appears twice");
+  CHECK(parse_batch_line(R"({"messages": [{"role": "bogus", "content": "x"}]})", 1).error.find("'role' must be") != std::string::npos);
+  CHECK(parse_batch_line(R"({"messages": [{"role": "user", "content": "x", "name": "a"}]})", 1).error.find("no other key") != std::string::npos);
+  CHECK(parse_batch_line(R"({"messages": []})", 1).error == "'messages' must be a non-empty array (got an empty array)");
+  CHECK(parse_batch_line("{\"prompt\": \"a\xff\"}", 1).error.find("invalid JSON at line 1") == 0);
   CHECK(parse_batch_line(R"({"prompt": "x", "steps": 1.5})", 1).error.find("'steps' must be an integer") == 0);
   CHECK(parse_batch_line(R"({"prompt": "x", "seed": -1})", 1).error.find("'seed'") == 0);
   CHECK(parse_batch_line(R"({"prompt": "x", "id": 1.5})", 1).error.find("'id' must be") == 0);
@@ -192,7 +198,10 @@ TEST_CASE("batch writes one record per line, errors with their line numbers, exi
       errors++;
       REQUIRE(bad.count(at) == 1);
       CHECK(rec["error"].get<std::string>().find(bad[at]) != std::string::npos);
-      CHECK(rec["id"] == (at == 8 ? json(77) : json(at)));
+      // Lines whose id cannot be read (not JSON, not an object) carry id null.
+      const bool unreadable = rec["error"].get<std::string>().find("invalid JSON") == 0 ||
+                              rec["error"].get<std::string>().find("not a JSON object") == 0;
+      CHECK(rec["id"] == (at == 8 ? json(77) : unreadable ? json(nullptr) : json(at)));
     } else {
       CHECK(bad.count(at) == 0);
       CHECK(rec["id"] == at);

@@ -62,9 +62,9 @@ TEST_CASE("prompt words are joined by spaces, as echo joins them") {
 TEST_CASE("non-finite and out-of-range numbers are refused on the command line, naming the option") {
   struct Case { std::string args, phrase; };
   const std::vector<Case> cases = {
-      {"--temperature inf", "--temperature must be a finite number in [0, 100]"},
+      {"--temperature inf", "--temperature must be a finite number in [1e-06, 100] (or 0: greedy; got inf)"},
       {"--temperature 1e39", "--temperature must be a finite number"},  // overflows a float
-      {"--temperature nan", "(0 is greedy; got nan)"},
+      {"--temperature nan", "(or 0: greedy; got nan)"},
       {"--temperature -1", "--temperature"},
       {"--temperature 101", "--temperature"},
       {"--cfg-scale inf", "--cfg-scale must be a finite number in [0, 100]"},
@@ -72,7 +72,7 @@ TEST_CASE("non-finite and out-of-range numbers are refused on the command line, 
       {"--top-p nan", "--top-p must be a finite number in (0, 1]"},
       {"--threshold inf", "--threshold must be a finite number in (0, 1]"},
       {"--factor inf", "--factor must be a finite number in (0, 100]"},
-      {"--top-k -1", "--top-k must be >= 0"},
+      {"--top-k -1", "--top-k: must be in [0, 2147483647] (got -1)"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.args);
@@ -84,10 +84,10 @@ TEST_CASE("non-finite and out-of-range numbers are refused on the command line, 
   }
   const auto steps = run_unmask(kModel + " --gen-length 16 --block-length 16 --steps 2000000 x");
   CHECK(steps.exit_code == 2);
-  CHECK(steps.err.find("--steps must be in [1, 1048576]") != std::string::npos);
+  CHECK(steps.err.find("--steps: must be in [1, 1048576] (got 2000000)") != std::string::npos);
   const auto dream = run_unmask("-m " + fixture("tiny-dream") + " --gen-length 8 --alg-temp inf x");
   CHECK(dream.exit_code == 2);
-  CHECK(dream.err.find("--alg-temp must be a finite number in [0, 100]") != std::string::npos);
+  CHECK(dream.err.find("--alg-temp must be a finite number in [1e-06, 100] (or 0: the most confident; got inf)") != std::string::npos);
 }
 
 TEST_CASE("non-finite numbers in batch lines become error records naming the key; the rest runs") {

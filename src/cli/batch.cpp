@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "cli/jsonl.h"
+#include "cli/option_checks.h"
 #include "cli/output.h"
 #include "cli/progress.h"
 #include "common.h"
@@ -127,7 +128,7 @@ std::vector<int32_t> line_prompt_ids(const BatchLine& line, const BatchOptions& 
   std::vector<ChatMessage> messages;
   for (const nlohmann::json& m : line.messages)
     messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-  return session.tokenizer->encode(render_chat(session.chat, std::move(messages), o.prompt.system));
+  return encode_chat(session, std::move(messages), o.prompt.system);
 }
 
 // Tokenizes and validates one line; problems become the line's error.
@@ -135,12 +136,41 @@ void prepare(Work& w, const BatchOptions& o, const Session& session) {
   if (!w.line.error.empty()) return;
   try {
     w.prompt_ids = line_prompt_ids(w.line, o, session);
+    std::vector<std::string> notes;
     w.settings = resolve_settings(apply_overrides(o.gen, w.line.overrides), session.config,
-                                  SettingNames::JsonKeys);
+                                  SettingNames::JsonKeys, &notes);
+    print_notes(notes, o.common.quiet);
     validate_settings(w.settings, w.prompt_ids.size(), session.config, SettingNames::JsonKeys);
   } catch (const Error& e) {
     w.line.error = e.what();
   }
+}
+
+// The output can be created or appended to: checked before the model loads, so a typo in -o
+// costs no load (the file itself is opened only when the first record is ready to go).
+void check_output_path(const std::string& path) {
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    if (::access(path.c_str(), W_OK) != 0)
+      fail_usage(path + ": cannot write the output (" + std::strerror(errno) + ")");
+    return;
+  }
+  const fs::path parent = fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path();
+  if (!fs::is_directory(parent, ec))
+    fail_usage(path + ": cannot create the output: the directory " + parent.string() + " does not exist");
+  if (::access(parent.c_str(), W_OK) != 0)
+    fail_usage(path + ": cannot create the output in " + parent.string() + " (" + std::strerror(errno) + ")");
+}
+
+// An empty file, or one of a few blank lines: nothing a run could lose by appending to it.
+bool blank_file(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec || size == 0) return true;
+  if (size > 4096) return false;
+  std::ifstream in(path, std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return is_blank(text) && text.find_first_not_of(" \t\r\n") == std::string::npos;
 }
 
 // Whether two paths name one file (links and relative spellings included).
@@ -180,15 +210,16 @@ int default_batch_size(const std::string& backend, int max_canvas) {
 CLI::App* add_batch_command(CLI::App& app, BatchOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "batch", "Run every JSONL line of a file; one JSON result or error record per line");
-  cmd->add_option("-i,--input", o.input, "Input JSONL file ('-': stdin)")->required();
+  cmd->add_option("-i,--input", o.input, "Input JSONL file ('-': stdin)")->required()->check(non_empty());
   cmd->add_option("-o,--output", o.output, "Output JSONL file, appended and flushed per record ('-': stdout)")
-      ->required();
+      ->required()
+      ->check(non_empty());
   add_common_options(*cmd, o.common, {});
   add_generation_options(*cmd, o.gen);
   add_prompt_options(*cmd, o.prompt);
   cmd->add_option("--batch-size", o.batch_size,
                   "Requests run together (0: from canvas size and backend; 8 on the CPU)")
-      ->check(bounded(0, kMaxBatchSize, "each request in flight reserves its canvas' activations"))
+      ->transform(bounded(0, kMaxBatchSize, "each request in flight reserves its canvas' activations"))
       ->capture_default_str();
   cmd->add_flag("--resume", o.resume,
                 "Append to an existing output, skipping ids it already holds a result for; lines "
@@ -215,13 +246,13 @@ int run_batch(const BatchOptions& o) {
   const std::vector<std::string> lines = split_lines(read_input(o.input));
   const double read_seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   std::vector<Work> work;
-  std::map<std::string, int> seen;  // id_key -> line
+  std::map<std::string, int> seen;  // record_key -> line
   for (size_t i = 0; i < lines.size(); i++) {
     if (is_blank(lines[i])) continue;
     Work w;
     w.line = parse_batch_line(lines[i], static_cast<int>(i + 1));
-    const auto [it, fresh] = seen.emplace(id_key(w.line.id), w.line.line);
-    if (!fresh)
+    const auto [it, fresh] = seen.emplace(record_key(w.line.id, w.line.line), w.line.line);
+    if (!fresh && !w.line.id.is_null())
       fail_input(in_name + ": duplicate id " + id_text(w.line.id) + " on lines " +
                  std::to_string(it->second) + " and " + std::to_string(w.line.line));
     if (static_cast<int>(i % shard_n) == shard_k) work.push_back(std::move(w));
@@ -236,7 +267,7 @@ int run_batch(const BatchOptions& o) {
     const bool exists = fs::exists(o.output, ec);
     const bool regular = exists && fs::is_regular_file(o.output, ec);
     if (exists && fs::is_directory(o.output, ec)) fail_usage(o.output + ": is a directory, not an output file");
-    if (regular && fs::file_size(o.output, ec) > 0 && !o.resume)
+    if (regular && !o.resume && !blank_file(o.output))
       fail_usage(o.output + " exists and is not empty; use --resume or remove it");
     if (o.resume && exists && !regular)
       fail_usage("--resume needs a regular output file, not " + o.output);
@@ -249,9 +280,10 @@ int run_batch(const BatchOptions& o) {
       }
     }
   }
+  if (o.output != "-") check_output_path(o.output);
   int skipped = 0;
   std::erase_if(work, [&](const Work& w) {
-    const std::string key = id_key(w.line.id);
+    const std::string key = record_key(w.line.id, w.line.line);
     auto it = existing.ids.find(key);
     if (it == existing.ids.end()) return false;
     // An error record is retried: its line may have been fixed, or the failure passing.
@@ -292,7 +324,7 @@ int run_batch(const BatchOptions& o) {
                                                           : w.settings.gen_length));
     any_cfg = any_cfg || w.settings.cfg_scale > 0.f;
     any_cache = any_cache || w.settings.cache != CacheMode::None;
-    past_trained += !canvas_notes(w.settings, w.prompt_ids.size(), session->config).empty();
+    past_trained += past_trained_length(w.settings, w.prompt_ids.size(), session->config);
   }
   const double tokenize_seconds = std::chrono::duration<double>(Clock::now() - t_tokenize).count();
   if (past_trained > 0)
@@ -313,8 +345,9 @@ int run_batch(const BatchOptions& o) {
                                    : (isatty(STDERR_FILENO) ? Progress::Mode::Bar : Progress::Mode::Lines),
                     static_cast<int>(work.size()));
   const auto t0 = Clock::now();
-  int written = 0, failed = 0;
+  int written = 0, failed = 0, ended_at_once = 0, left_masks = 0;
   long long tokens = 0;
+  const std::vector<int32_t>& stops = session->config.stop_token_ids;
   size_t next = 0;
   std::vector<Running> running;
   std::vector<Sampler*> active;
@@ -369,7 +402,11 @@ int run_batch(const BatchOptions& o) {
       rec["ids"] = answer;
       rec["prompt_tokens"] = r.work->prompt_ids.size();
       rec["filled_prompt_ids"] = s.filled_prompt();
+      if (s.prompt_masks() > 0) rec["filled_prompt"] = filled_prompt_text(*session, s, o.prompt.keep_special);
       rec["settings"] = settings_json(s.settings());
+      ended_at_once += generated == 0 && s.answer().size() > 0 &&
+                       std::find(stops.begin(), stops.end(), s.answer()[0]) != stops.end();
+      left_masks += s.masks_left() > 0;
       rec["stats"] = {{"generated_tokens", generated},
                       {"steps", s.steps_done()},
                       {"forward_passes", s.forwards()},
@@ -387,6 +424,16 @@ int run_batch(const BatchOptions& o) {
     progress.update(written, tokens);
   }
   progress.finish();
+  std::vector<std::string> outcome;
+  if (ended_at_once > 0)
+    outcome.push_back(std::to_string(ended_at_once) + " request(s) ended at once: the model chose the "
+                      "end-of-text token first (their text is empty)");
+  if (left_masks > 0)
+    outcome.push_back(std::to_string(left_masks) + " request(s) left mask tokens unfilled (see masks_left): "
+                      "LLaDA's block schedule commits as many tokens as the answer's blocks hold, so masks "
+                      "written in the prompt leave as many behind; --threshold or --factor with more "
+                      "--steps than answer tokens fill them");
+  print_notes(outcome, o.common.quiet);
 
   const double generate_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   const double wall = std::chrono::duration<double>(Clock::now() - t_start).count();

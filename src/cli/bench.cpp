@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cli/option_checks.h"
 #include "cli/output.h"
 #include "common.h"
 #include "decode/engine.h"
@@ -81,6 +82,9 @@ Subject open_subject(const BenchOptions& o) {
   if (!o.synthetic.empty()) {
     const SyntheticSpec spec = synthetic_spec(o.synthetic);
     s.backend = make_backend(o.common.backend, o.common.threads);
+    if (const double bytes = synthetic_weight_bytes(spec); bytes > 1e9 && !o.common.quiet)
+      std::cerr << "unmask: building random weights of " << spec.name << "'s shape ("
+                << static_cast<int64_t>(bytes / 1e8) / 10.0 << " GB)...\n";
     s.synthetic = std::make_unique<SyntheticModel>(*s.backend, spec);
     s.name = "synthetic:" + spec.name;
     s.dtype = spec.dtype;
@@ -122,7 +126,14 @@ std::vector<BenchCase> make_cases(const BenchOptions& o, const ModelConfig& conf
           // Synthetic weights may commit EOS anywhere: run every step so all shapes are timed.
           g.eos_stop = !synthetic;
           BenchCase c;
-          c.settings = resolve_settings(g, config);
+          std::vector<std::string> notes;
+          c.settings = resolve_settings(g, config, SettingNames::Options, &notes);
+          if (past_trained_length(c.settings, static_cast<size_t>(o.prompt_length), config))
+            notes.push_back("gen-length " + std::to_string(c.settings.gen_length) + " with a " +
+                            std::to_string(o.prompt_length) + "-token prompt is longer than the " +
+                            std::to_string(config.train_seq_len) +
+                            " positions this model was trained on (unmask_train_seq_len)");
+          print_notes(notes, o.common.quiet || synthetic);
           c.batch_size = batch;
           validate_settings(c.settings, static_cast<size_t>(o.prompt_length), config);
           cases.push_back(c);
@@ -375,36 +386,44 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   add_common_options(*cmd, o.common, {"text", "json", "csv"});
   cmd->add_option("--synthetic", o.synthetic,
                   "Random weights of a real shape instead of a model: llada-8b, dream-7b, default, "
-                  "or a config.json path");
+                  "or a config.json path")
+      ->check(non_empty());
   cmd->add_option("--gen-length", o.gen_lengths, "Answer lengths, comma-separated (default: the model's)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->transform(bounded(1, kMaxSteps));
   cmd->add_option("--batch-size", o.batch_sizes, "Requests per batch, comma-separated")
       ->delimiter(',')
-      ->check(bounded(1, kMaxBatchSize, "each request in flight reserves its canvas' activations"))
+      ->transform(bounded(1, kMaxBatchSize, "each request in flight reserves its canvas' activations"))
       ->capture_default_str();
   cmd->add_option("--steps", o.steps, "Sampling steps, comma-separated (default: gen-length)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->transform(bounded(1, kMaxSteps));
   cmd->add_option("--block-length", o.block_lengths,
                   "Block lengths, comma-separated (default: the model's, else 32)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->transform(bounded(1, kMaxSteps));
   cmd->add_option("--alg", o.alg,
                   "Unmasking loop: llada or Dream's origin, maskgit_plus, topk_margin, entropy "
-                  "(default: the model family's)");
+                  "(default: the model family's)")
+      ->check(non_empty());
   cmd->add_option("--prompt-length", o.prompt_length, "Prompt tokens per request (random ids)")
-      ->check(bounded(1, 1 << 20, "the canvas is checked against the model's length too"))
+      ->transform(bounded(1, 1 << 20, "the canvas is checked against the model's length too"))
       ->capture_default_str();
   cmd->add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale (0: off)")
+      ->transform(decimal_number())
       ->capture_default_str();
-  cmd->add_option("--threshold", o.threshold, "Parallel decoding confidence threshold");
-  cmd->add_option("--factor", o.factor, "Parallel decoding factor rule (see generate --help)");
+  cmd->add_option("--threshold", o.threshold, "Parallel decoding confidence threshold")
+      ->transform(decimal_number());
+  cmd->add_option("--factor", o.factor, "Parallel decoding factor rule (see generate --help)")
+      ->transform(decimal_number());
   cmd->add_option("--cache", o.caches, "KV cache modes to compare, comma-separated: none,prefix,dual")
       ->delimiter(',')
       ->check(CLI::IsMember({"none", "prefix", "dual"}));
   cmd->add_option("--warmup", o.warmup, "Untimed runs per configuration")
-      ->check(bounded(0, 1000, "runs are sequential; more only lengthens the benchmark"))
+      ->transform(bounded(0, 1000, "runs are sequential; more only lengthens the benchmark"))
       ->capture_default_str();
   cmd->add_option("--repeat", o.repeat, "Timed runs per configuration")
-      ->check(bounded(1, 10000, "each timed run keeps its timings; more only lengthens the benchmark"))
+      ->transform(bounded(1, 10000, "each timed run keeps its timings; more only lengthens the benchmark"))
       ->capture_default_str();
   cmd->add_flag("--baseline", o.baseline,
                 "Also time the backend's matmul on the largest weight shape and report the "
@@ -461,7 +480,7 @@ int run_bench(const BenchOptions& o) {
   } else {
     print_table(report);
   }
-  std::cout.flush();
+  finish_stdout();
   return kExitOk;
 }
 

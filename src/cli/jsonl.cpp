@@ -34,12 +34,10 @@ std::string known_keys() {
 std::string describe(const json& v) {
   switch (v.type()) {
     case json::value_t::string: return "a string";
-    case json::value_t::array: return "an array";
+    case json::value_t::array: return v.empty() ? "an empty array" : "an array";
     case json::value_t::object: return "an object";
-    case json::value_t::boolean: return "a boolean";
     case json::value_t::null: return "null";
-    case json::value_t::number_float: return "a fractional number";
-    default: return "an integer";
+    default: return printable(v.dump(), 40);  // numbers and booleans: the value itself
   }
 }
 
@@ -87,8 +85,11 @@ void parse_fields(const json& j, BatchLine& out) {
     if (!messages->is_array() || messages->empty()) bad("messages", "a non-empty array", *messages);
     for (const json& m : *messages) {
       if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
-          !m["content"].is_string())
-        throw LineError{"each of 'messages' must be an object with string 'role' and 'content'"};
+          !m["content"].is_string() || m.size() != 2)
+        throw LineError{"each of 'messages' must be an object with string 'role' and 'content' and no other key"};
+      const std::string& role = m["role"].get_ref<const std::string&>();
+      if (role != "system" && role != "user" && role != "assistant")
+        throw LineError{"a message's 'role' must be system, user or assistant (got \"" + printable(role, 40) + "\")"};
     }
     out.messages = *messages;
   } else {
@@ -123,10 +124,19 @@ void parse_fields(const json& j, BatchLine& out) {
 BatchLine parse_batch_line(const std::string& text, int line) {
   BatchLine out;
   out.line = line;
-  out.id = line;
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  out.id = nullptr;  // a line whose id cannot be read is keyed by its line number (record_key)
+  std::string duplicate;
+  json j = parse_checking_duplicates(text.data(), text.data() + text.size(), "", &duplicate);
   if (j.is_discarded()) {
     out.error = "invalid JSON";
+    try {
+      (void)json::parse(text);
+    } catch (const json::parse_error& e) {
+      // "[json.exception.parse_error.101] parse error at line 1, column 9: ..." -> from "line".
+      const std::string what = e.what();
+      const size_t at = what.find("at line");
+      if (at != std::string::npos) out.error += " " + printable(what.substr(at), 160);
+    }
     return out;
   }
   if (!j.is_object()) {
@@ -140,6 +150,12 @@ BatchLine parse_batch_line(const std::string& text, int line) {
       out.error = "'id' must be a string or an integer (got " + describe(*id) + ")";
       return out;
     }
+  } else {
+    out.id = line;  // documented default
+  }
+  if (!duplicate.empty()) {
+    out.error = "key '" + printable(duplicate, 40) + "' appears twice";
+    return out;
   }
   try {
     parse_fields(j, out);
@@ -165,7 +181,16 @@ GenerationOptions apply_overrides(GenerationOptions base, const LineOverrides& o
   return base;
 }
 
-std::string id_key(const json& id) { return id.dump(); }
+namespace {
+int line_of(const json& record) {
+  auto it = record.find("line");
+  return it != record.end() && it->is_number_integer() ? it->get<int>() : 0;
+}
+}  // namespace
+
+std::string record_key(const json& id, int line) {
+  return id.is_null() ? "line " + std::to_string(line) : id.dump();
+}
 
 std::string id_text(const json& id) { return id.is_string() ? printable(id.get<std::string>(), 60) : id.dump(); }
 
@@ -214,7 +239,10 @@ ExistingOutput read_existing_output(const std::string& path) {
       out.torn = true;
       return out;
     }
-    out.ids[id_key(j["id"])] = j.contains("error");
+    const std::string key = record_key(j["id"], line_of(j));
+    // A result wins over an error record for the same id, whatever their order.
+    auto [it, fresh] = out.ids.emplace(key, j.contains("error"));
+    if (!fresh) it->second = it->second && j.contains("error");
     out.good_bytes = next;
   }
   return out;
@@ -232,7 +260,9 @@ void drop_records(const std::string& path, const std::set<std::string>& ids) {
     const std::string line = text.substr(start, end - start);
     start = end;
     const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_discarded() && j.is_object() && j.contains("id") && ids.count(id_key(j["id"]))) continue;
+    if (!j.is_discarded() && j.is_object() && j.contains("id") && j.contains("error") &&
+        ids.count(record_key(j["id"], line_of(j))))
+      continue;
     kept += line;
   }
   const std::string tmp = path + ".rewrite." + std::to_string(::getpid());

@@ -26,7 +26,7 @@ struct LineOverrides {
 // One non-blank input line.
 struct BatchLine {
   int line = 0;              // 1-based line number in the input
-  nlohmann::json id;         // string or integer; the line number when absent or unusable
+  nlohmann::json id;         // string or integer; the line number when absent; null when unreadable
   std::string error;         // non-empty: this line becomes an error record
   std::string prompt;
   nlohmann::json messages;   // null unless the line gave "messages"
@@ -39,8 +39,9 @@ BatchLine parse_batch_line(const std::string& text, int line);
 // The options of one line: `base` with its overrides applied.
 GenerationOptions apply_overrides(GenerationOptions base, const LineOverrides& o);
 
-// A canonical key for an id, so 7 and "7" stay different ids.
-std::string id_key(const nlohmann::json& id);
+// A canonical key for a record: its id, so 7 and "7" stay different ids, or "line N" for a line
+// whose id could not be read (invalid JSON, a bad id), whose record has id null.
+std::string record_key(const nlohmann::json& id, int line);
 std::string id_text(const nlohmann::json& id);  // for messages: 7 or "seven"
 
 // Splits input text into lines (\n or \r\n). A final line without newline still counts.
@@ -49,7 +50,7 @@ bool is_blank(const std::string& line);
 
 // What an existing output file already holds, for --resume.
 struct ExistingOutput {
-  std::map<std::string, bool> ids;  // id_key -> whether the record is an error record
+  std::map<std::string, bool> ids;  // record_key -> whether its only records are error records
   size_t good_bytes = 0;            // length of the complete, parseable records
   bool torn = false;                // an unterminated or unparseable last line follows them
 };
@@ -57,7 +58,7 @@ struct ExistingOutput {
 // Reads `path` (missing: empty). A damaged line other than the last one is a fail_input naming it.
 ExistingOutput read_existing_output(const std::string& path);
 
-// Rewrites `path` without the records whose id_key is in `ids` (the error records --resume runs
+// Rewrites `path` without the error records whose record_key is in `ids` (those --resume runs
 // again), through a temporary file in the same directory renamed over it, so a crash leaves the
 // old file or the new one, never half of one. Every other line is kept byte for byte.
 void drop_records(const std::string& path, const std::set<std::string>& ids);

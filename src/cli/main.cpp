@@ -72,7 +72,7 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_tok).count();
 
   Sampler sampler(prompt_ids, settings, session->config);
-  for (const std::string& n : canvas_notes(settings, prompt_ids.size(), session->config)) notes.push_back(n);
+  for (const std::string& n : canvas_notes(settings, prompt_ids, session->config)) notes.push_back(n);
   print_notes(notes, common.quiet);
   Engine engine(*session->model);
   engine.reserve(1, static_cast<int32_t>(sampler.canvas().size()), sampler.uses_cfg(),
@@ -96,6 +96,7 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
   stats.steps = sampler.steps_done();
   stats.forward_passes = sampler.forwards();
   stats.stopped_early = sampler.stopped_early();
+  stats.masks_left = sampler.masks_left();
   stats.seconds = seconds;
   stats.load_seconds = session->load_seconds;
   stats.tokenize_seconds = tokenize_seconds;
@@ -126,13 +127,13 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
     std::cout << text << "\n";
     if (!common.quiet) std::cerr << stats_line(stats) << "\n";
   }
-  std::cout.flush();
+  finish_stdout();
   return kExitOk;
 }
 
 int run_info(const CommonOptions& common, bool check_weights) {
   auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
-                              common.mask_id);
+                              common.mask_id, /*require_mask=*/false);
   print_notes(session->notes, common.quiet);
   if (check_weights) {
     if (const auto bad = find_non_finite(*session->store))
@@ -185,8 +186,16 @@ int run_info(const CommonOptions& common, bool check_weights) {
   j["tokenizer"] = session->tokenizer->kind();
   j["tokenizer_files"] = session->tokenizer->source();
   j["tokenizer_pieces"] = session->tokenizer->vocab_size();
-  j["mask_token_id"] = c.mask_token_id;
-  j["mask_token"] = session->tokenizer->piece(c.mask_token_id);
+  j["rope_theta"] = c.rope_theta;
+  j["rms_norm_eps"] = c.rms_eps;
+  if (c.mask_token_id >= 0) {
+    j["mask_token_id"] = c.mask_token_id;
+    j["mask_token"] = session->tokenizer->piece(c.mask_token_id);
+  } else {
+    j["mask_token_id"] = nullptr;
+    j["mask_token"] = "none: generation needs --mask-id N (DiffuLLaMA: 811)";
+  }
+  j["prompt_masks_filled"] = c.infill_prompt_masks;
   j["stop_token_ids"] = c.stop_token_ids;
   nlohmann::ordered_json stop_pieces = nlohmann::ordered_json::array();
   for (int32_t id : c.stop_token_ids) stop_pieces.push_back(session->tokenizer->piece(id));
@@ -204,6 +213,7 @@ int run_info(const CommonOptions& common, bool check_weights) {
     for (const auto& [key, value] : j.items())
       std::cout << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump()) << "\n";
   }
+  finish_stdout();
   return kExitOk;
 }
 
@@ -257,6 +267,21 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::cerr << "unmask: " << e.what() << " (see unmask --help)\n";
     return kExitUsage;
+  }
+  // note: options typed before a subcommand's name belong to the default command; with a
+  // subcommand they would be dropped without a word, so they are refused.
+  for (CLI::App* sub : {generate, batch_cmd, bench_cmd, info}) {
+    if (!sub->parsed()) continue;
+    for (const CLI::Option* opt : app.get_options()) {
+      if (opt->count() == 0) continue;
+      if (opt->get_lnames().empty() && opt->get_snames().empty())
+        fail_usage("prompt words come before the subcommand '" + sub->get_name() +
+                   "'; quote a prompt that starts with a subcommand's name");
+      const std::string name = !opt->get_lnames().empty() ? "--" + opt->get_lnames().front()
+                                                          : "-" + opt->get_snames().front();
+      fail_usage(name + " is given before the subcommand '" + sub->get_name() +
+                 "': options go after it (unmask " + sub->get_name() + " " + name + " ...)");
+    }
   }
   if (info->parsed()) return run_info(info_common, check_weights);
   if (batch_cmd->parsed()) return run_batch(batch);

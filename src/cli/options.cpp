@@ -2,41 +2,25 @@
 #include "cli/options.h"
 
 #include <algorithm>
-#include <thread>
+#include <cstdint>
+#include <limits>
 
+#include "cli/option_checks.h"
 #include "common.h"
+#include "model/cpu_backend.h"
 
 namespace unmask {
-
-CLI::Validator bounded(int64_t lo, int64_t hi, const std::string& why) {
-  return CLI::Validator(
-      [lo, hi, why](std::string& text) -> std::string {
-        int64_t v = 0;
-        if (!CLI::detail::lexical_cast(text, v)) return "'" + text + "' is not an integer";
-        if (v < lo || v > hi)
-          return "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "] (got " + text +
-                 ")" + (why.empty() ? "" : ": " + why);
-        return "";
-      },
-      "INT in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-}
-
-int max_threads() {
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::max(8, 4 * cores);
-}
 
 void add_common_options(CLI::App& app, CommonOptions& o, const std::vector<std::string>& formats) {
   app.add_option("-m,--model", o.model,
                  "Model directory (config.json, *.safetensors, tokenizer); default: $UNMASK_MODEL, "
-                 "else the bundled model");
+                 "else the bundled model")
+      ->check(non_empty());
   app.add_option("--backend", o.backend, "Compute backend: auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0: OMP_NUM_THREADS or all cores)")
-      ->check(bounded(0, max_threads(),
-                      "at most 4 per core (and at least 8): more only oversubscribe the cores, and "
-                      "each thread allocates its own scratch"))
+      ->transform(bounded(0, max_cpu_threads(), kThreadsWhy))
       ->capture_default_str();
   if (!formats.empty()) {
     std::string names;
@@ -48,46 +32,62 @@ void add_common_options(CLI::App& app, CommonOptions& o, const std::vector<std::
   }
   app.add_option("--mask-id", o.mask_id,
                  "Token id of [MASK], overriding config.json (llama-format dLLMs store none; "
-                 "DiffuLLaMA: 811)");
+                 "DiffuLLaMA: 811)")
+      ->transform(bounded(0, std::numeric_limits<int32_t>::max()));
   app.add_flag("-q,--quiet", o.quiet, "No stats or progress on stderr");
 }
 
 void add_generation_options(CLI::App& app, GenerationOptions& o) {
   app.add_option("--gen-length", o.gen_length,
-                 "Answer length in tokens (default: the model's, else 128)");
-  app.add_option("--steps", o.steps, "Sampling steps in all, at most 1048576 (default: gen-length)");
+                 "Answer length in tokens (default: the model's, else 128)")
+      ->transform(bounded(1, kMaxSteps));
+  app.add_option("--steps", o.steps, "Sampling steps in all, at most 1048576 (default: gen-length)")
+      ->transform(bounded(1, kMaxSteps));
   app.add_option("--block-length", o.block_length,
                  "Semi-autoregressive block length; must divide gen-length (default: the model's, "
-                 "else 32)");
-  app.add_option("--temperature", o.temperature, "Gumbel-noise temperature in [0, 100]; 0 is greedy")
+                 "else 32)")
+      ->transform(bounded(1, kMaxSteps));
+  app.add_option("--temperature", o.temperature,
+                 "Gumbel-noise temperature: 0 (greedy) or in [1e-6, 100]")
+      ->transform(decimal_number())
       ->capture_default_str();
   app.add_option("--top-k", o.top_k, "Sample only among the k most likely tokens (>= 0; 0: off)")
+      ->transform(bounded(0, std::numeric_limits<int32_t>::max()))
       ->capture_default_str();
-  app.add_option("--top-p", o.top_p, "Nucleus sampling mass in (0, 1] (1: off)")->capture_default_str();
+  app.add_option("--top-p", o.top_p, "Nucleus sampling mass in (0, 1] (1: off)")
+      ->transform(decimal_number())
+      ->capture_default_str();
   app.add_option("--alg", o.alg,
                  "Unmasking loop: llada (semi-autoregressive blocks) or Dream's whole-answer loop "
                  "with origin, maskgit_plus, topk_margin or entropy (default: llada for LLaDA "
-                 "models, entropy for Dream, maskgit_plus for llama-format)");
+                 "models, entropy for Dream, maskgit_plus for llama-format)")
+      ->check(non_empty());
   app.add_option("--alg-temp", o.alg_temp,
-                 "Dream's loop: sample the positions to commit by softmax(confidence / alg-temp), "
-                 "in [0, 100] (0: the most confident)")
+                 "Dream's loop: sample the positions to commit by softmax(confidence / alg-temp): "
+                 "0 (the most confident) or in [1e-6, 100]")
+      ->transform(decimal_number())
       ->capture_default_str();
   app.add_option("--remasking", o.remasking,
                  "Block loop: which masked positions to commit first, low_confidence or random")
       ->capture_default_str();
   app.add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale in [0, 100] (0: off)")
+      ->transform(decimal_number())
       ->capture_default_str();
   app.add_option("--threshold", o.threshold,
                  "Parallel decoding: also commit every position with confidence >= this value, in "
-                 "(0, 1]");
+                 "(0, 1]")
+      ->transform(decimal_number());
   app.add_option("--factor", o.factor,
                  "Parallel decoding: the n-th most confident position also commits while its "
-                 "confidence >= 1 - factor/(n+1); factor in (0, 100]");
+                 "confidence >= 1 - factor/(n+1); factor in (0, 100]")
+      ->transform(decimal_number());
   app.add_option("--cache", o.cache,
                  "KV cache across a block's steps: none, prefix or dual (an approximation; "
                  "none reproduces the reference)")
       ->capture_default_str();
-  app.add_option("--seed", o.seed, "Seed of the counter-based noise")->capture_default_str();
+  app.add_option("--seed", o.seed, "Seed of the counter-based noise, in [0, 2^64 - 1]")
+      ->transform(decimal_u64())
+      ->capture_default_str();
   app.add_flag("--eos-stop,!--no-eos-stop", o.eos_stop,
                "Stop once the text is final (an EOS committed with nothing masked before it); "
                "never changes the text (default on)");
@@ -140,11 +140,12 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   } else {
     s.steps = s.gen_length;
   }
-  s.temperature = o.temperature;
+  // note: + 0.f turns a typed -0 into 0, so records never show -0.0.
+  s.temperature = o.temperature + 0.f;
   s.top_k = o.top_k;
   s.top_p = o.top_p;
   s.remasking = parse_remasking(o.remasking, names);
-  s.cfg_scale = o.cfg_scale;
+  s.cfg_scale = o.cfg_scale + 0.f;
   s.threshold = o.threshold;
   s.factor = o.factor;
   s.no_eos = o.no_eos;
@@ -153,7 +154,7 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   s.seed = o.seed;
   s.eos_stop = o.eos_stop;
   s.alg = o.alg.empty() ? default_algorithm(config) : parse_algorithm(o.alg, names);
-  s.alg_temp = o.alg_temp;
+  s.alg_temp = o.alg_temp + 0.f;
   if (s.alg != Algorithm::Llada) {
     if (o.block_length)
       fail_usage(setting_name("block_length", names) + " applies to --alg llada only (Dream's loop has no blocks)");

@@ -62,10 +62,10 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
                                     SettingNames names = SettingNames::Options,
                                     std::vector<std::string>* notes = nullptr);
 
-// An integer option's check: in [lo, hi], else an error that gives the limit and `why`.
-CLI::Validator bounded(int64_t lo, int64_t hi, const std::string& why);
-// The --threads limit: 4 per core, at least 8.
-int max_threads();
+// Why --threads (and OMP_NUM_THREADS) is bounded.
+inline constexpr const char* kThreadsWhy =
+    "at most 4 per core (and at least 8): more only oversubscribe the cores, and each thread "
+    "allocates its own scratch";
 // The --batch-size limit (batch and bench): each request in flight reserves activation memory.
 constexpr int kMaxBatchSize = 1024;
 

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <set>
 
+#include "common.h"
+
 namespace unmask {
 
 nlohmann::json settings_json(const GenerationSettings& s) {
@@ -48,6 +50,7 @@ nlohmann::json stats_json(const RunStats& s) {
   j["backend"] = s.backend;
   j["device"] = s.device;
   j["peak_memory_bytes"] = s.peak_memory_bytes;
+  j["masks_left"] = s.masks_left;
   j["full_forward_seconds"] = s.full_forward_seconds;
   j["cached_forward_seconds"] = s.cached_forward_seconds;
   for (const auto& [key, value] : s.decoding.items()) j[key] = value;
@@ -83,12 +86,15 @@ std::string stats_line(const RunStats& s) {
 }
 
 std::string answer_text(const Session& session, const Sampler& sampler, bool keep_special) {
+  // note: a mask left unfilled stays visible in the text, whether or not the tokenizer calls it
+  // special.
   return decode_continuation(*session.tokenizer, sampler.filled_prompt(), sampler.answer(),
-                             session.config.stop_token_ids, keep_special);
+                             session.config.stop_token_ids, keep_special, session.config.mask_token_id);
 }
 
 std::string filled_prompt_text(const Session& session, const Sampler& sampler, bool keep_special) {
-  return decode_text(*session.tokenizer, sampler.filled_prompt(), {}, keep_special);
+  return decode_text(*session.tokenizer, sampler.filled_prompt(), {}, keep_special,
+                     session.config.mask_token_id);
 }
 
 std::vector<std::string> outcome_notes(const Session& session, const Sampler& sampler, bool keep_special) {
@@ -109,6 +115,12 @@ std::vector<std::string> outcome_notes(const Session& session, const Sampler& sa
     notes.push_back("the answer holds only special tokens, which the text leaves out; --keep-special shows them");
   }
   return notes;
+}
+
+void finish_stdout() {
+  std::cout.flush();
+  const bool lost = !std::cout || std::fflush(stdout) != 0 || std::ferror(stdout);
+  if (lost) fail_runtime("cannot write to standard output (disk full, or the file closed?): the output is incomplete");
 }
 
 void print_notes(const std::vector<std::string>& notes, bool quiet) {

@@ -24,6 +24,7 @@ struct RunStats {
   double flops = 0;
   std::string backend, device;
   size_t peak_memory_bytes = 0;
+  int masks_left = 0;         // masks the fixed schedule left unfilled (infilling)
   nlohmann::json decoding;            // decoding_stats_json of the request
   double full_forward_seconds = 0;    // forwards over whole canvases
   double cached_forward_seconds = 0;  // forwards that reused the KV cache
@@ -49,6 +50,10 @@ std::string filled_prompt_text(const Session& session, const Sampler& sampler, b
 // Lines for stderr about a finished request that would otherwise puzzle: masks the fixed
 // schedule left unfilled, an answer the model ended at once or that holds only special tokens.
 std::vector<std::string> outcome_notes(const Session& session, const Sampler& sampler, bool keep_special);
+
+// Flushes standard output and fails (exit 1) when anything written to it was lost: a full disk
+// or a closed file must not pass for a complete answer.
+void finish_stdout();
 
 // Prints "unmask: note: LINE" on stderr for each line not printed before by this process
 // (so a batch says each thing once); nothing under --quiet.

@@ -48,8 +48,12 @@ Sampler::Sampler(std::vector<int32_t> prompt, const GenerationSettings& settings
       canvas_(std::move(prompt)),
       shifted_(config.shifted_logits) {
   validate_settings(settings, canvas_.size(), config);
+  // note: a model whose mask is an ordinary token (llama-format dLLMs) keeps the prompt as
+  // written: DiffuLLaMA's loop tracks the prompt by position, not by the mask id.
+  first_candidate_ = config.infill_prompt_masks ? 0 : prompt_length_;
   prompt_is_mask_.resize(canvas_.size());
-  for (size_t i = 0; i < canvas_.size(); i++) prompt_is_mask_[i] = canvas_[i] == mask_id_;
+  for (size_t i = 0; i < canvas_.size(); i++)
+    prompt_is_mask_[i] = config.infill_prompt_masks && canvas_[i] == mask_id_;
   prompt_masks_ = static_cast<int>(std::count(prompt_is_mask_.begin(), prompt_is_mask_.end(), true));
   canvas_.resize(canvas_.size() + settings.gen_length, mask_id_);
   if (dream_loop()) {
@@ -104,7 +108,7 @@ void Sampler::advance() {
       // Every masked position up to the block's end competes: the block's, the prompt's, and any
       // an earlier block left (LLaDA's generate: confidence is -inf only after the block).
       const int hi = prompt_length_ + (block_ + 1) * settings_.block_length;
-      for (int i = 0; i < hi; i++)
+      for (int i = first_candidate_; i < hi; i++)
         if (canvas_[i] == mask_id_) wanted_.push_back(i);
       if (!wanted_.empty()) return;
     }
@@ -127,7 +131,7 @@ void Sampler::advance_dream() {
   for (; schedule_step_ < settings_.steps; schedule_step_++) {
     // Every masked position of the canvas, the prompt's included, counts and competes.
     std::vector<int32_t> masked;
-    for (size_t i = 0; i < canvas_.size(); i++)
+    for (size_t i = first_candidate_; i < canvas_.size(); i++)
       if (canvas_[i] == mask_id_) masked.push_back(static_cast<int32_t>(i));
     if (masked.empty()) break;
     if (settings_.alg == Algorithm::Origin) {
@@ -263,7 +267,7 @@ std::vector<int32_t> Sampler::filled_prompt() const {
 }
 
 int Sampler::masks_left() const {
-  return static_cast<int>(std::count(canvas_.begin(), canvas_.end(), mask_id_));
+  return static_cast<int>(std::count(canvas_.begin() + first_candidate_, canvas_.end(), mask_id_));
 }
 
 int text_length(const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids) {

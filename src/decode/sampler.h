@@ -86,6 +86,7 @@ class Sampler {
   std::vector<int32_t> canvas_;
   std::vector<bool> prompt_is_mask_;  // [prompt_length]: a mask written in the prompt
   int prompt_masks_ = 0;
+  int first_candidate_ = 0;  // 0, or prompt_length when prompt masks are never filled
   int n_blocks_, steps_per_block_;
   int block_ = -1;              // current block
   int block_step_ = 0;          // step inside the current block

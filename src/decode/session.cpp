@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // The mask id: --mask-id, else config.json, else the tokenizer config's mask_token.
-void resolve_mask_id(Session& s, std::optional<int32_t> option) {
+void resolve_mask_id(Session& s, std::optional<int32_t> option, bool require) {
   ModelConfig& c = s.config;
   if (option) {
     if (*option < 0 || *option >= c.embedding_size)
@@ -28,6 +28,7 @@ void resolve_mask_id(Session& s, std::optional<int32_t> option) {
       fail_input(s.tokenizer_config.path + ": mask_token '" + s.tokenizer_config.mask_token +
                  "' is not a token of the tokenizer");
   }
+  if (c.mask_token_id < 0 && !require) return;
   if (c.mask_token_id < 0)
     fail_input(c.path + ": no mask_token_id (llama-format dLLMs do not store it); pass --mask-id N "
                "(DiffuLLaMA: 811)");
@@ -52,15 +53,36 @@ void add_tokenizer_stop_ids(Session& s) {
 
 }  // namespace
 
+namespace {
+// note: a text longer than the context can hold in its longest pieces cannot fit; refusing it
+// before tokenizing keeps a piped file from taking the memory of the machine.
+void check_prompt_bytes(const Session& session, size_t bytes) {
+  const size_t most = static_cast<size_t>(session.config.max_seq_len) * session.tokenizer->longest_piece_bytes();
+  if (bytes > most)
+    fail_usage("the prompt is " + std::to_string(bytes) + " bytes, more than the model's " +
+               std::to_string(session.config.max_seq_len) + " positions can hold (at most " +
+               std::to_string(most) + " bytes); shorten it");
+}
+}  // namespace
+
+std::vector<int32_t> encode_chat(const Session& session, std::vector<ChatMessage> messages,
+                                 const std::optional<std::string>& system) {
+  size_t bytes = system ? system->size() : 0;
+  for (const ChatMessage& m : messages) bytes += m.content.size();
+  check_prompt_bytes(session, bytes);
+  return session.tokenizer->encode(render_chat(session.chat, std::move(messages), system));
+}
+
 std::vector<int32_t> encode_prompt(const Session& session, const std::string& prompt, bool chat,
                                    const std::optional<std::string>& system) {
-  if (chat) return session.tokenizer->encode(render_chat(session.chat, {{"user", prompt}}, system));
+  if (chat) return encode_chat(session, {{"user", prompt}}, system);
+  check_prompt_bytes(session, prompt.size());
   if (system) fail_usage("--system needs --chat");
   return session.tokenizer->wrap_single(session.tokenizer->encode(prompt));
 }
 
 std::unique_ptr<Session> open_session(const std::string& model_dir, const std::string& backend,
-                                      int threads, std::optional<int32_t> mask_id) {
+                                      int threads, std::optional<int32_t> mask_id, bool require_mask) {
   const auto t0 = std::chrono::steady_clock::now();
   auto s = std::make_unique<Session>();
   s->model_dir = model_dir;
@@ -80,7 +102,7 @@ std::unique_ptr<Session> open_session(const std::string& model_dir, const std::s
   s->tokenizer = load_tokenizer(model_dir, s->tokenizer_config);
   s->chat = detect_chat_template(s->tokenizer_config);
   add_tokenizer_stop_ids(*s);
-  resolve_mask_id(*s, mask_id);
+  resolve_mask_id(*s, mask_id, require_mask);
   if (s->tokenizer->vocab_size() > s->config.vocab_size)
     fail_input(model_dir + ": tokenizer has " + std::to_string(s->tokenizer->vocab_size()) +
                " pieces but config.json vocab_size is " + std::to_string(s->config.vocab_size));

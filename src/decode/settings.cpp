@@ -2,6 +2,7 @@
 #include "decode/settings.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
 
 #include "common.h"
@@ -94,17 +95,22 @@ void validate_setting_values(const GenerationSettings& s, SettingNames names) {
     if (v < 1 || v > hi)
       fail_usage(name(key) + " must be in [1, " + std::to_string(hi) + "] (got " + std::to_string(v) + ")");
   };
-  positive("gen_length", s.gen_length, 1 << 30);
-  positive("block_length", s.block_length, 1 << 30);
+  positive("gen_length", s.gen_length, kMaxSteps);
+  positive("block_length", s.block_length, kMaxSteps);
   positive("steps", s.steps, kMaxSteps);
-  in_range("temperature", s.temperature, 0.f, kMaxTemperature, false, "0 is greedy; ");
+  // note: below kMinTemperature, logits / T overflow a float in Dream's loop; 0 is exactly greedy.
+  auto temperature = [&](const char* key, float v, const char* zero) {
+    if (v == 0.f) return;
+    in_range(key, v, kMinTemperature, kMaxTemperature, false, std::string("or 0: ") + zero + "; ");
+  };
+  temperature("temperature", s.temperature, "greedy");
   if (s.top_k < 0)
     fail_usage(name("top_k") + " must be >= 0 (0 disables it; got " + std::to_string(s.top_k) + ")");
   in_range("top_p", s.top_p, 0.f, 1.f, true, "1 disables it; ");
   in_range("cfg_scale", s.cfg_scale, 0.f, kMaxCfgScale, false, "0 disables guidance; ");
   if (s.threshold) in_range("threshold", *s.threshold, 0.f, 1.f, true);
   if (s.factor) in_range("factor", *s.factor, 0.f, kMaxFactor, true);
-  in_range("alg_temp", s.alg_temp, 0.f, kMaxTemperature, false, "0 commits the most confident; ");
+  temperature("alg_temp", s.alg_temp, "the most confident");
   if (!(std::isfinite(s.eps) && s.eps > 0.f && s.eps < 1.f)) fail_usage("eps must be in (0, 1)");
 }
 
@@ -147,17 +153,27 @@ void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const 
            std::to_string(config.max_seq_len) + "; shorten one of them");
 }
 
-std::vector<std::string> canvas_notes(const GenerationSettings& s, size_t prompt_tokens,
+std::vector<std::string> canvas_notes(const GenerationSettings& s, const std::vector<int32_t>& prompt,
                                       const ModelConfig& config) {
   std::vector<std::string> notes;
+  const size_t prompt_tokens = prompt.size();
+  if (!config.infill_prompt_masks && std::find(prompt.begin(), prompt.end(), config.mask_token_id) != prompt.end())
+    notes.push_back("the prompt holds token " + std::to_string(config.mask_token_id) +
+                    ", which this model also uses as its mask; it stays as written (llama-format "
+                    "dLLMs keep the prompt, as DiffuLLaMA's loop does)");
   const size_t canvas = prompt_tokens + static_cast<size_t>(s.gen_length);
-  if (config.train_seq_len > 0 && canvas > static_cast<size_t>(config.train_seq_len))
+  if (past_trained_length(s, prompt_tokens, config))
     notes.push_back("the canvas (prompt " + std::to_string(prompt_tokens) + " + gen-length " +
                     std::to_string(s.gen_length) + " = " + std::to_string(canvas) +
                     " positions) is longer than the " + std::to_string(config.train_seq_len) +
                     " positions this model was trained on (unmask_train_seq_len); expect lower "
                     "quality past them");
   return notes;
+}
+
+bool past_trained_length(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config) {
+  return config.train_seq_len > 0 &&
+         prompt_tokens + static_cast<size_t>(s.gen_length) > static_cast<size_t>(config.train_seq_len);
 }
 
 }  // namespace unmask

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -61,7 +62,8 @@ struct GenerationSettings {
 // The documented ranges (README "Validated ranges", man page). Values are checked as the engine
 // holds them (float, int), so a JSON number that overflows a float is caught as infinite.
 constexpr int kMaxSteps = 1 << 20;          // more steps only repeat forwards that commit nothing
-constexpr float kMaxTemperature = 100.f;    // temperature, alg_temp
+constexpr float kMaxTemperature = 100.f;    // temperature, alg_temp: 0, or in [kMin, kMax]
+constexpr float kMinTemperature = 1e-6f;
 constexpr float kMaxCfgScale = 100.f;
 constexpr float kMaxFactor = 100.f;
 
@@ -72,9 +74,12 @@ void validate_setting_values(const GenerationSettings& s, SettingNames names = S
 void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config,
                        SettingNames names = SettingNames::Options);
 
-// Lines for stderr when the canvas departs from what the model was trained on: prompt + answer
-// longer than config.json's unmask_train_seq_len. Empty when nothing is worth saying.
-std::vector<std::string> canvas_notes(const GenerationSettings& s, size_t prompt_tokens,
+// Lines for stderr when the canvas departs from what the model was trained on (prompt + answer
+// longer than config.json's unmask_train_seq_len), or when a prompt token equal to a llama-format
+// model's mask stays as written. Empty when nothing is worth saying.
+std::vector<std::string> canvas_notes(const GenerationSettings& s, const std::vector<int32_t>& prompt,
                                       const ModelConfig& config);
+// Whether prompt + gen-length runs past unmask_train_seq_len (when the config gives it).
+bool past_trained_length(const GenerationSettings& s, size_t prompt_tokens, const ModelConfig& config);
 
 }  // namespace unmask

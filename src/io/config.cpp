@@ -120,7 +120,7 @@ void read_llada_sizes(const Reader& r, ModelConfig& c) {
                                              : r.class_int("embedding_size", 50304);
   c.max_seq_len = r.class_int("max_sequence_length", 1024);
   c.rope_theta = read_rope_theta(r, 10000.0);
-  c.rms_eps = r.class_number("rms_norm_eps", 1e-5);
+  c.rms_eps = r.class_number("rms_norm_eps", 1e-5, 1.0);
   c.weight_tying = r.class_boolean("weight_tying", true);
   c.include_bias = r.boolean("include_bias", false);
   c.include_qkv_bias = r.boolean("include_qkv_bias", false);

@@ -26,6 +26,9 @@ struct ModelConfig {
   int32_t eos_token_id = -1;   // fills the tail of an answer that stopped early
   std::vector<int32_t> stop_token_ids;  // eos, eot, the tokenizer's end pieces: text ends at the first
   bool shifted_logits = false;  // the hidden state at i-1 predicts position i (Dream, llama)
+  // Mask tokens written in the prompt are filled (LLaDA, Dream: their loops find masks by id).
+  // false for llama-format dLLMs, whose mask is an ordinary token that prompts use as text.
+  bool infill_prompt_masks = true;
   double rope_theta = 10000.0, rms_eps = 1e-5;
   bool weight_tying = false, include_bias = false, include_qkv_bias = false;
   GenerationDefaults defaults;

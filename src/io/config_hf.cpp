@@ -41,10 +41,11 @@ void read_hf_sizes(const Reader& r, ModelConfig& c) {
   c.embedding_size = c.vocab_size;
   c.max_seq_len = r.class_int("max_position_embeddings", dream ? 32768 : 2048);
   c.rope_theta = read_rope_theta(r, 10000.0);
-  c.rms_eps = r.class_number("rms_norm_eps", 1e-6);
+  c.rms_eps = r.class_number("rms_norm_eps", 1e-6, 1.0);
   c.weight_tying = r.class_boolean("tie_word_embeddings", false);
   c.include_qkv_bias = dream;  // Qwen2 attention always has q/k/v biases
   c.shifted_logits = true;     // both are adapted from autoregressive models
+  c.infill_prompt_masks = dream;
   if (dream && !r.has("mask_token_id")) {
     c.mask_token_id = 151666;  // DreamConfig's default
     r.assume("mask_token_id", "151666");

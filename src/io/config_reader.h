@@ -79,13 +79,16 @@ class Reader {
     return v ? integer(key, *v, lo) : fallback;
   }
 
-  double positive_number(const std::string& key, double fallback) const {
+  // A positive number that fits a float (the engine computes in float), and below `below` when
+  // given (eps must be < 1).
+  double positive_number(const std::string& key, double fallback, double below = 0) const {
     const json* v = get(key);
     if (v == nullptr) return fallback;
-    if (!v->is_number() || !(v->get<double>() > 0) || !std::isfinite(v->get<double>())) {
-      bad(key, "must be a positive number", *v);
-    }
-    return v->get<double>();
+    const double d = v->is_number() ? v->get<double>() : 0;
+    if (!v->is_number() || !(d > 0) || !std::isfinite(d)) bad(key, "must be a positive number", *v);
+    if (d > std::numeric_limits<float>::max()) bad(key, "must fit a float (at most 3.4e38)", *v);
+    if (below > 0 && !(d < below)) bad(key, "must be below " + describe(json(below)), *v);
+    return d;
   }
 
   bool boolean(const std::string& key, bool fallback) const {
@@ -101,9 +104,9 @@ class Reader {
     if (!get(key)) assume(key, std::to_string(class_default));
     return optional_int(key, class_default);
   }
-  double class_number(const std::string& key, double class_default) const {
+  double class_number(const std::string& key, double class_default, double below = 0) const {
     if (!get(key)) assume(key, shown(class_default));
-    return positive_number(key, class_default);
+    return positive_number(key, class_default, below);
   }
   bool class_boolean(const std::string& key, bool class_default) const {
     if (!get(key)) assume(key, class_default ? "true" : "false");

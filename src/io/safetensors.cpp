@@ -58,9 +58,8 @@ bool as_u64(const json& v, uint64_t* out) {
   return false;
 }
 
-// Parses a JSON document, reporting the first key that repeats among the keys of the top-level
-// object (or, with `nested_key`, among the keys of the object stored under that top-level key);
-// nlohmann would otherwise keep the last value silently.
+}  // namespace
+
 json parse_checking_duplicates(const char* begin, const char* end, const std::string& nested_key,
                                std::string* duplicate) {
   std::set<std::string> seen;
@@ -77,6 +76,8 @@ json parse_checking_duplicates(const char* begin, const char* end, const std::st
   if (begin == nullptr) begin = end = kEmpty;
   return json::parse(begin, end, callback, /*allow_exceptions=*/false);
 }
+
+namespace {
 
 uint64_t read_u64_le(const unsigned char* p) {
   uint64_t v = 0;
@@ -347,6 +348,12 @@ bool plain_file_name(const std::string& name) {
 }
 
 }  // namespace
+
+std::string read_whole_file(const std::string& path) {
+  MappedFile file(path);
+  const char* data = static_cast<const char*>(file.data());
+  return data ? std::string(data, file.size()) : std::string();
+}
 
 TensorStore TensorStore::open_dir(const std::string& model_dir) {
   namespace fs = std::filesystem;

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "io/tensor.h"
 
 namespace unmask {
@@ -43,6 +45,10 @@ class MappedFile {
   void* data_ = nullptr;
   size_t size_ = 0;
 };
+
+// A whole file's bytes (through MappedFile): every model-directory file is read this way, so a
+// missing file, a directory or an unreadable one is the same one-line fail_input naming it.
+std::string read_whole_file(const std::string& path);
 
 // All tensors of a model, memory-mapped and validated. Move-only: moving keeps every mapping (and
 // so every TensorInfo::data pointer) where it is.
@@ -82,6 +88,12 @@ class TensorStore {
 // Parses and validates a safetensors image already in memory (used by TensorStore and the fuzz
 // target). Never reads outside [data, data + size). `path` is only used in error messages.
 std::vector<TensorInfo> parse_safetensors(const void* data, size_t size, const std::string& path);
+
+// Parses a JSON document (discarded when invalid), reporting in *duplicate the first key that
+// repeats among the keys of the top-level object (or, with `nested_key`, among the keys of the
+// object under that top-level key); nlohmann would otherwise keep the last value silently.
+nlohmann::json parse_checking_duplicates(const char* begin, const char* end, const std::string& nested_key,
+                                         std::string* duplicate);
 
 // A printable, single-line, length-capped rendering of untrusted text for error messages.
 std::string printable(const std::string& text, size_t max_chars = 80);

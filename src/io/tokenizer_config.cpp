@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common.h"
+#include "io/safetensors.h"
 
 namespace unmask {
 
@@ -35,11 +36,7 @@ TokenizerConfig load_tokenizer_config(const std::string& model_dir) {
   std::error_code ec;
   if (!fs::exists(file, ec)) return tc;
   tc.path = file.string();
-  std::ifstream in(file);
-  if (!in) fail_input(tc.path + ": cannot be read");
-  std::stringstream text;
-  text << in.rdbuf();
-  const json j = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  const json j = json::parse(read_whole_file(tc.path), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) fail_input(tc.path + ": not a valid JSON object");
 
   tc.bos_token = token_string(j, "bos_token", tc.path);

@@ -1,6 +1,8 @@
 // Tensor-name tables per model family, and binding those names to checked Tensor views.
 #include "io/weights.h"
 
+#include <cctype>
+#include <set>
 #include <string>
 
 #include "common.h"
@@ -85,6 +87,7 @@ std::string layer_name(const char* pattern, int64_t layer) {
 class Binder {
  public:
   Binder(const TensorStore& store, const ModelConfig& cfg) : store_(store), cfg_(cfg) {}
+  const std::set<std::string>& bound() const { return bound_; }
 
   // A matrix stored as [rows, cols].
   Tensor matrix(const std::string& name, int64_t rows, int64_t cols, const char* why = nullptr) const {
@@ -109,6 +112,7 @@ class Binder {
                  shape_string(info->shape) + ", expected " + shape_string(expected) +
                  " from " + cfg_.path);
     }
+    bound_.insert(name);
     Tensor t;
     t.data = const_cast<void*>(info->data);  // note: mapped read-only; never written through
     t.dtype = info->dtype;
@@ -119,7 +123,44 @@ class Binder {
 
   const TensorStore& store_;
   const ModelConfig& cfg_;
+  mutable std::set<std::string> bound_;
 };
+
+// The layer index of `name` under the family's layer prefix ("model.layers.7.x" -> 7), or -1.
+int64_t layer_of(const std::string& name, const FamilyTensorNames& names) {
+  const std::string pattern = names.attn_norm;
+  const std::string prefix = pattern.substr(0, pattern.find("{i}"));
+  if (name.rfind(prefix, 0) != 0) return -1;
+  size_t end = prefix.size();
+  while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) end++;
+  if (end == prefix.size() || end >= name.size() || name[end] != '.' || end - prefix.size() > 9) return -1;
+  return std::stoll(name.substr(prefix.size(), end - prefix.size()));
+}
+
+// Stored tensors the model does not use: a layer past the config's count is an error (the count
+// is wrong, and the model would silently run without it); anything else is said.
+void check_unused(const TensorStore& store, const ModelConfig& cfg, const FamilyTensorNames& names,
+                  const std::set<std::string>& bound, std::vector<std::string>* notes) {
+  std::vector<std::string> unused;
+  for (const auto& [name, info] : store.tensors()) {
+    if (bound.count(name)) continue;
+    if (cfg.weight_tying && name == names.head) continue;  // said where the head is bound
+    if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // a cache, not a weight
+    const int64_t layer = layer_of(name, names);
+    if (layer >= cfg.n_layers) {
+      fail_input(store.source() + ": tensor '" + name + "' belongs to layer " + std::to_string(layer) +
+                 ", but " + cfg.path + " gives " + std::to_string(cfg.n_layers) +
+                 " layers (" + (cfg.family == "llada" ? "n_layers" : "num_hidden_layers") + "); fix the count");
+    }
+    unused.push_back(name);
+  }
+  if (unused.empty() || !notes) return;
+  std::string list;
+  for (size_t i = 0; i < unused.size() && i < 5; i++) list += (i ? ", " : "") + ("'" + unused[i] + "'");
+  if (unused.size() > 5) list += ", ...";
+  notes->push_back(store.source() + ": " + std::to_string(unused.size()) + " stored tensor(s) are not used by the " +
+                   cfg.family + " model described in " + cfg.path + ": " + list);
+}
 
 }  // namespace
 
@@ -138,7 +179,8 @@ ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg, std:
 
   ModelWeights w;
   w.embedding = b.matrix(names->embedding, cfg.embedding_size, d_model);
-  w.layers.reserve(static_cast<size_t>(cfg.n_layers));
+  // note: no reserve by the config's layer count: a bad count must fail at its first missing
+  // tensor, not in an allocation sized by it.
   for (int64_t i = 0; i < cfg.n_layers; i++) {
     LayerWeights l;
     l.attn_norm = b.vector(layer_name(names->attn_norm, i), d_model);
@@ -167,6 +209,7 @@ ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg, std:
   w.head = cfg.weight_tying
                ? w.embedding
                : b.matrix(names->head, cfg.embedding_size, d_model, cfg.family == "llada" ? "config has weight_tying false" : "config has tie_word_embeddings false");
+  check_unused(store, cfg, *names, b.bound(), notes);
   return w;
 }
 

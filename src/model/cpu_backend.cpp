@@ -11,6 +11,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <thread>
 
 #include "common.h"
 #include "model/rng.h"
@@ -45,7 +46,7 @@ bool worth_threads(int64_t elements) { return elements >= (int64_t{1} << 18); }
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) {
-    threads_ = threads > 0 ? threads : omp_get_max_threads();
+    threads_ = resolve_cpu_threads(threads);
     omp_set_num_threads(threads_);
     // note: one thread pool only. OpenBLAS runs single-threaded inside our OpenMP regions; two
     // pools (OpenMP workers spinning while OpenBLAS's pthreads compute) slowed a step 20x on two
@@ -319,6 +320,28 @@ std::string cpu_model_name() {
     }
   }
   return "CPU";
+}
+
+int max_cpu_threads() {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(8, 4 * cores);
+}
+
+int resolve_cpu_threads(int requested) {
+  const int limit = max_cpu_threads();
+  if (requested > 0) {
+    if (requested > limit) fail_usage("--threads " + std::to_string(requested) + " exceeds the limit of " + std::to_string(limit));
+    return requested;
+  }
+  const char* env = std::getenv("OMP_NUM_THREADS");
+  if (env == nullptr || *env == '\0') return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const std::string text = env;
+  const bool digits = text.find_first_not_of("0123456789") == std::string::npos && text.size() <= 9;
+  const long n = digits ? std::strtol(text.c_str(), nullptr, 10) : 0;
+  if (n < 1 || n > limit)
+    fail_usage("OMP_NUM_THREADS=" + text + " must be a whole number in [1, " + std::to_string(limit) +
+               "]: at most 4 per core (and at least 8), as for --threads");
+  return static_cast<int>(n);
 }
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) {

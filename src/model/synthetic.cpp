@@ -1,6 +1,8 @@
 // Synthetic model shapes (named or from a config.json) and their random, backend-resident weights.
 #include "model/synthetic.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -88,9 +90,26 @@ SyntheticSpec synthetic_spec(const std::string& spec) {
   return from_file(spec, spec);
 }
 
+double synthetic_weight_bytes(const SyntheticSpec& spec) {
+  const ModelConfig& c = spec.config;
+  const double d = static_cast<double>(c.d_model), q = static_cast<double>(c.n_heads * c.head_dim),
+               kv = static_cast<double>(c.n_kv_heads * c.head_dim), f = static_cast<double>(c.mlp_hidden);
+  const double layer = d * q * 2 + d * kv * 2 + 3 * d * f + 2 * d;
+  const double emb = static_cast<double>(c.embedding_size) * d * (c.weight_tying ? 1 : 2);
+  return (emb + static_cast<double>(c.n_layers) * layer + d) * static_cast<double>(dtype_bytes(spec.dtype));
+}
+
 SyntheticModel::SyntheticModel(Backend& backend, const SyntheticSpec& spec)
     : backend_(backend), spec_(spec) {
   const ModelConfig& c = spec_.config;
+  if (backend.name() == "cpu") {
+    const double bytes = synthetic_weight_bytes(spec);
+    const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+    if (memory > 0 && bytes > memory)
+      fail_usage("--synthetic " + spec.name + ": its weights need " + std::to_string(static_cast<int64_t>(bytes / 1e9)) +
+                 " GB, more than this machine's " + std::to_string(static_cast<int64_t>(memory / 1e9)) +
+                 " GB of memory (a smaller shape, or --backend cuda)");
+  }
   const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
   uint64_t seed = 0x5EED;  // one stream per tensor, in a fixed order: identical on every backend
   auto matrix = [&](int64_t rows, int64_t cols) {

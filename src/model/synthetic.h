@@ -23,9 +23,13 @@ struct SyntheticSpec {
 // found, else the tiny test model's shape) or a path to a config.json (dtype from "torch_dtype").
 SyntheticSpec synthetic_spec(const std::string& spec);
 
+// Bytes the weights of `spec` take in its dtype (double: a wrong config may overflow any integer).
+double synthetic_weight_bytes(const SyntheticSpec& spec);
+
 // Random weights of `spec`'s shape in `backend` memory, and the Model over them. Matrices are
 // uniform in ±1/sqrt(in) so activations stay finite through any depth; norm weights are 1.
-// Must be destroyed before the backend.
+// On the CPU a shape that needs more memory than the machine has is a usage error before any
+// allocation. Must be destroyed before the backend.
 class SyntheticModel {
  public:
   SyntheticModel(Backend& backend, const SyntheticSpec& spec);

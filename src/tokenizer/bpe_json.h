@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common.h"
+#include "io/safetensors.h"
 #include "tokenizer/bpe_added_tokens.h"
 
 namespace unmask::bpe_json {
@@ -19,14 +20,7 @@ namespace unmask::bpe_json {
 using json = nlohmann::json;
 
 // The whole file as text; a file that cannot be read is fail_input naming it.
-inline std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_input(path + ": cannot be read");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) fail_input(path + ": cannot be read");
-  return text.str();
-}
+inline std::string read_file(const std::string& path) { return read_whole_file(path); }
 
 // Parsed JSON; malformed text is one line naming the file and the place.
 inline json parse_file(const std::string& path) {

@@ -35,6 +35,7 @@ BpeTokenizer::BpeTokenizer(BpePipeline pipeline) : p_(std::move(pipeline)) {
       normalized.push_back(std::move(n));
     }
   }
+  for (const std::string_view piece : id_to_piece_) longest_piece_ = std::max(longest_piece_, piece.size());
   raw_matcher_ = AddedTokenMatcher(std::move(raw));
   normalized_matcher_ = AddedTokenMatcher(std::move(normalized));
   vocab_size_ = max_id + 1;

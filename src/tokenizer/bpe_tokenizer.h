@@ -45,6 +45,7 @@ class BpeTokenizer final : public Tokenizer {
   std::string display_text(int32_t id) const override { return decode({id}); }
   int32_t piece_to_id(const std::string& piece) const override;
   int32_t vocab_size() const override { return vocab_size_; }
+  size_t longest_piece_bytes() const override { return longest_piece_; }
 
  private:
   // Normalized-text stage: normalized added tokens, then pre-tokenizer and model.
@@ -58,6 +59,7 @@ class BpeTokenizer final : public Tokenizer {
   PieceMap added_ids_;
   std::vector<bool> special_;  // by id: an added token marked special
   int32_t vocab_size_ = 0;
+  size_t longest_piece_ = 1;
 };
 
 // DIR/tokenizer.json (Hugging Face). Unsupported components and bad keys are one-line

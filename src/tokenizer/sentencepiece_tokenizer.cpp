@@ -2,11 +2,11 @@
 // invalid UTF-8 is repaired as on the BPE path, and a file that is not sentencepiece is named.
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
 #include <cctype>
-#include <fstream>
-#include <iterator>
 
 #include "common.h"
+#include "io/safetensors.h"
 #include "tokenizer/sentencepiece_proto.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
@@ -33,9 +33,7 @@ class SentencePieceTokenizer final : public Tokenizer {
  public:
   // bos_piece: prepended by wrap_single when non-empty (tokenizer_config.json's add_bos_token).
   SentencePieceTokenizer(const std::string& path, const std::string& bos_piece) : path_(path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail_input(path + ": cannot open the tokenizer");
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string bytes = read_whole_file(path);
     const auto status = processor_.LoadFromSerializedProto(bytes);
     if (!status.ok()) {
       if (looks_like_tiktoken(bytes))
@@ -50,6 +48,8 @@ class SentencePieceTokenizer final : public Tokenizer {
     const auto matching = encoder_.LoadFromSerializedProto(special.serialized);
     if (!matching.ok()) fail_input(path + ": cannot prepare special-piece matching (" + matching.ToString() + ")");
     unk_alias_ = special.unk_alias;
+    for (int i = 0; i < processor_.GetPieceSize(); i++)
+      longest_piece_ = std::max(longest_piece_, processor_.IdToPiece(i).size());
     if (!bos_piece.empty()) {
       bos_id_ = piece_to_id(bos_piece);
       if (bos_id_ < 0) fail_input(path + ": bos_token '" + bos_piece + "' of tokenizer_config.json is not a piece");
@@ -98,6 +98,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     return id;
   }
   int32_t vocab_size() const override { return processor_.GetPieceSize(); }
+  size_t longest_piece_bytes() const override { return longest_piece_; }
 
  private:
   std::string path_;
@@ -105,6 +106,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   sentencepiece::SentencePieceProcessor encoder_;    // control pieces as user-defined ones
   int32_t unk_alias_ = -1;
   int32_t bos_id_ = -1;
+  size_t longest_piece_ = 1;
 };
 
 }  // namespace

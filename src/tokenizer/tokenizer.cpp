@@ -32,27 +32,27 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir, const To
 namespace {
 // `ids` up to the first stop id (when `stop_ids` is given), without special tokens unless kept.
 std::vector<int32_t> printable_ids(const Tokenizer& tokenizer, const std::vector<int32_t>& ids,
-                                   const std::vector<int32_t>* stop_ids, bool keep_special) {
+                                   const std::vector<int32_t>* stop_ids, bool keep_special, int32_t shown) {
   auto end = stop_ids ? std::find_first_of(ids.begin(), ids.end(), stop_ids->begin(), stop_ids->end())
                       : ids.end();
   std::vector<int32_t> out;
   out.reserve(static_cast<size_t>(end - ids.begin()));
   for (auto it = ids.begin(); it != end; ++it)
-    if (keep_special || !tokenizer.is_special(*it)) out.push_back(*it);
+    if (keep_special || *it == shown || !tokenizer.is_special(*it)) out.push_back(*it);
   return out;
 }
 }  // namespace
 
 std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& ids,
-                        const std::vector<int32_t>& stop_ids, bool keep_special) {
-  return tokenizer.decode(printable_ids(tokenizer, ids, &stop_ids, keep_special));
+                        const std::vector<int32_t>& stop_ids, bool keep_special, int32_t shown) {
+  return tokenizer.decode(printable_ids(tokenizer, ids, &stop_ids, keep_special, shown));
 }
 
 std::string decode_continuation(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
                                 const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids,
-                                bool keep_special) {
-  const std::vector<int32_t> head = printable_ids(tokenizer, prompt, nullptr, keep_special);
-  const std::vector<int32_t> tail = printable_ids(tokenizer, answer, &stop_ids, keep_special);
+                                bool keep_special, int32_t shown) {
+  const std::vector<int32_t> head = printable_ids(tokenizer, prompt, nullptr, keep_special, shown);
+  const std::vector<int32_t> tail = printable_ids(tokenizer, answer, &stop_ids, keep_special, shown);
   std::vector<int32_t> both = head;
   both.insert(both.end(), tail.begin(), tail.end());
   const std::string head_text = tokenizer.decode(head);

@@ -34,6 +34,9 @@ class Tokenizer {
   virtual std::string display_text(int32_t id) const { return piece(id); }
   virtual int32_t piece_to_id(const std::string& piece) const = 0;  // -1 when unknown; added tokens too
   virtual int32_t vocab_size() const = 0;  // highest id + 1, added tokens included
+  // Bytes of the longest piece (as stored, so at least the text it stands for): a text of more
+  // than positions * this many bytes cannot fit `positions` tokens.
+  virtual size_t longest_piece_bytes() const = 0;
 };
 
 // Picks by the files in `model_dir`: tokenizer.json (Hugging Face, BPE), else tokenizer.model
@@ -49,8 +52,10 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path, const std
 
 // The text of ids up to (not including) the first stop id, special tokens left out unless
 // `keep_special`.
+// `shown` (e.g. the mask id, so a mask left unfilled stays visible) is kept even when special.
 std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& ids,
-                        const std::vector<int32_t>& stop_ids, bool keep_special = false);
+                        const std::vector<int32_t>& stop_ids, bool keep_special = false,
+                        int32_t shown = -1);
 
 // The text that `answer` adds to `prompt`: decode(prompt + answer) less decode(prompt), so a word
 // boundary the tokenizer spells inside a piece (sentencepiece's "▁of") keeps its space and
@@ -58,6 +63,6 @@ std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& 
 // stop id; special tokens are left out of both unless `keep_special`.
 std::string decode_continuation(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
                                 const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids,
-                                bool keep_special = false);
+                                bool keep_special = false, int32_t shown = -1);
 
 }  // namespace unmask
