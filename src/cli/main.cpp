@@ -204,6 +204,10 @@ int run_info(const CommonOptions& common, bool check_weights) {
   if (!session->chat.default_system.empty()) j["chat_default_system"] = session->chat.default_system;
   j["backend"] = session->backend->name();
   j["device"] = session->backend->device();
+  for (const std::string& line : session->backend->details()) {
+    const size_t colon = line.find(": ");
+    if (colon != std::string::npos) j[line.substr(0, colon)] = line.substr(colon + 2);
+  }
   if (check_weights)
     j["check_weights"] = "ok: every value of the " + std::to_string(session->store->tensors().size()) +
                          " tensors is finite";
@@ -293,14 +297,6 @@ int run(int argc, char** argv) {
 }  // namespace unmask
 
 int main(int argc, char** argv) {
-  // note: OpenMP workers spin while waiting by default. On a machine whose cores are busy, every
-  // barrier then waits for a descheduled thread's time slice: a step measured 20x slower on two
-  // loaded cores. The policy is read when libgomp loads, before main, so it is set by running
-  // ourselves again once; an explicit OMP_WAIT_POLICY from the user is kept.
-  if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
-  }
   try {
     return unmask::run(argc, argv);
   } catch (const unmask::Error& e) {

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,8 @@ class Backend {
 
   virtual std::string name() const = 0;    // "cpu" or "cuda"
   virtual std::string device() const = 0;  // human-readable device description
+  // Lines for `info` and `bench` on how the backend computes ("blas: OpenBLAS 0.3.21, ...").
+  virtual std::vector<std::string> details() const { return {}; }
 
   // --- memory. All op arguments point into memory obtained here (or weights from upload_weight).
   virtual void* alloc(size_t bytes) = 0;
@@ -121,7 +124,10 @@ class Backend {
 // kind: "auto", "cpu" or "cuda". threads <= 0: the machine's default.
 // "auto" picks CUDA when a device is usable and says so on stderr when it falls back.
 std::unique_ptr<Backend> make_backend(const std::string& kind, int threads);
-std::unique_ptr<Backend> make_cpu_backend(int threads);
+// threads <= 0: the machine's default (cpu_backend.h). widen_budget_bytes: how much f32 copy of
+// non-f32 weights upload_weight may make (the rest is widened tile by tile in each matmul);
+// SIZE_MAX: a default of min(2 GiB, RAM / 8).
+std::unique_ptr<Backend> make_cpu_backend(int threads, size_t widen_budget_bytes = SIZE_MAX);
 bool cuda_compiled_in();
 // Whether an NVIDIA driver is installed: its user-space library libcuda.so.1 loads (or the
 // kernel module reports a version). Nothing is initialised; `why` says what is missing.

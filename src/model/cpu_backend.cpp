@@ -1,8 +1,7 @@
-// CPU implementation of every Backend op (OpenBLAS sgemm, OpenMP), the reference for CUDA.
+// CPU implementation of every Backend op (OpenBLAS sgemm, our thread pool), the reference for CUDA.
 #include "model/cpu_backend.h"
 
-#include <cblas.h>
-#include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,7 +13,9 @@
 #include <thread>
 
 #include "common.h"
+#include "model/blas.h"
 #include "model/rng.h"
+#include "model/thread_pool.h"
 
 namespace unmask {
 namespace {
@@ -39,20 +40,28 @@ void widen(const void* src, DType dtype, int64_t count, float* dst) {
 }
 
 
-// note: every parallel region ends in a barrier, and on a loaded machine a barrier can cost
-// milliseconds while a descheduled thread is waited for; small elementwise ops run serially.
-bool worth_threads(int64_t elements) { return elements >= (int64_t{1} << 18); }
+// note: every parallel loop ends in a barrier, and on a loaded machine a barrier can cost
+// milliseconds while a descheduled thread is waited for; so a loop gets one thread per this much
+// work (element updates for elementwise ops, multiply-adds for GEMMs), and small ones run on the
+// calling thread alone.
+constexpr int64_t kElementsPerThread = int64_t{1} << 17;
+constexpr double kMacsPerThread = 4e6;  // multiply-adds: ~80 us of one core's sgemm
+
+// Weights of another dtype are widened to f32 at load while their f32 copies fit this budget;
+// the rest are widened a tile at a time inside each matmul.
+size_t default_widen_budget() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  const size_t ram = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
+  return std::min<size_t>(size_t{2} << 30, ram / 8);
+}
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) {
-    threads_ = resolve_cpu_threads(threads);
-    omp_set_num_threads(threads_);
-    // note: one thread pool only. OpenBLAS runs single-threaded inside our OpenMP regions; two
-    // pools (OpenMP workers spinning while OpenBLAS's pthreads compute) slowed a step 20x on two
-    // cores.
-    openblas_set_num_threads(1);
-  }
+  CpuBackend(int threads, size_t widen_budget)
+      : threads_(resolve_cpu_threads(threads)),
+        sgemm_(blas().sgemm),
+        pool_(threads_),
+        widen_budget_(widen_budget == SIZE_MAX ? default_widen_budget() : widen_budget) {}
   ~CpuBackend() override {
     for (auto& [ptr, bytes] : allocations_) std::free(ptr);
   }
@@ -60,6 +69,15 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   std::string device() const override {
     return cpu_model_name() + " (" + std::to_string(threads_) + " threads)";
+  }
+  std::vector<std::string> details() const override {
+    std::vector<std::string> lines = {"blas: " + blas().description};
+    if (widened_bytes_ > 0 || tiled_weights_ > 0)
+      lines.push_back("weights: " + std::to_string(widened_weights_) +
+                      " tensors widened to f32 at load (" + std::to_string(widened_bytes_ >> 20) +
+                      " MiB of a " + std::to_string(widen_budget_ >> 20) + " MiB budget), " +
+                      std::to_string(tiled_weights_) + " widened tile by tile in each matmul");
+    return lines;
   }
 
   void* alloc(size_t bytes) override {
@@ -83,60 +101,87 @@ class CpuBackend final : public Backend {
     Tensor t;
     t.rows = rows;
     t.cols = cols;
-    t.dtype = dtype;
+    // note: values are rounded to `dtype` and stored in f32 when the widening budget allows, as a
+    // file's weights of that dtype would be after upload_weight.
+    t.dtype = dtype == DType::F32 || claim_widening(rows * cols) ? DType::F32 : dtype;
     t.data = alloc(t.n_bytes());
     const int64_t n = t.numel();
-#pragma omp parallel for
-    for (int64_t i = 0; i < n; i++) {
-      const float w = synthetic_weight(seed, static_cast<uint64_t>(i), scale);
-      switch (dtype) {
-        case DType::F32: t.f32()[i] = w; break;
-        case DType::BF16: static_cast<uint16_t*>(t.data)[i] = f32_to_bf16(w); break;
-        case DType::F16: static_cast<uint16_t*>(t.data)[i] = f32_to_f16(w); break;
+    parallel_ranges(n, n * 8, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; i++) {
+        const float w = synthetic_weight(seed, static_cast<uint64_t>(i), scale);
+        switch (dtype) {
+          case DType::F32: t.f32()[i] = w; break;
+          case DType::BF16: {
+            const uint16_t h = f32_to_bf16(w);
+            if (t.dtype == DType::F32) t.f32()[i] = bf16_to_f32(h);
+            else static_cast<uint16_t*>(t.data)[i] = h;
+            break;
+          }
+          case DType::F16: {
+            const uint16_t h = f32_to_f16(w);
+            if (t.dtype == DType::F32) t.f32()[i] = f16_to_f32(h);
+            else static_cast<uint16_t*>(t.data)[i] = h;
+            break;
+          }
+        }
       }
-    }
+    });
     return t;
   }
 
-  // Weights stay in the mmap; the page cache holds them, not our heap.
-  Tensor upload_weight(const Tensor& host) override { return host; }
+  // f32 weights stay in the mmap (the page cache holds them, not our heap); others are widened
+  // to an f32 copy once while the budget lasts, so no matmul widens them again.
+  Tensor upload_weight(const Tensor& host) override {
+    if (host.dtype == DType::F32 || !host.data || !claim_widening(host.numel())) return host;
+    Tensor t = host;
+    t.dtype = DType::F32;
+    t.data = alloc(t.n_bytes());
+    const int64_t cols = host.cols;
+    const size_t row_bytes = static_cast<size_t>(cols) * dtype_bytes(host.dtype);
+    parallel_ranges(host.rows, host.numel(), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; r++)
+        widen(static_cast<const char*>(host.data) + r * row_bytes, host.dtype, cols, t.f32() + r * cols);
+    });
+    return t;
+  }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void copy(void* dst, const void* src, size_t bytes) override {
     // Split over the threads: one core alone does not reach the memory bandwidth.
     const size_t chunk = (bytes + threads_ - 1) / threads_;
-#pragma omp parallel for num_threads(threads_)
-    for (int t = 0; t < threads_; t++) {
+    pool_.run(threads_, threads_, [&](int64_t t, int) {
       const size_t begin = std::min(bytes, t * chunk), end = std::min(bytes, begin + chunk);
       std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin, end - begin);
-    }
+    });
   }
   size_t peak_bytes() const override { return peak_bytes_; }
 
   void embed(const int32_t* ids, const Tensor& table, Tensor& out) override {
     UNMASK_CHECK(out.cols == table.cols, "embed width mismatch");
     const size_t row_bytes = static_cast<size_t>(table.cols) * dtype_bytes(table.dtype);
-#pragma omp parallel for if (worth_threads(out.numel()))
-    for (int64_t i = 0; i < out.rows; i++) {
-      UNMASK_CHECK(ids[i] >= 0 && ids[i] < table.rows, "token id " << ids[i] << " out of range");
-      const char* src = static_cast<const char*>(table.data) + ids[i] * row_bytes;
-      widen(src, table.dtype, table.cols, out.f32() + i * out.cols);
-    }
+    parallel_ranges(out.rows, out.numel(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; i++) {
+        UNMASK_CHECK(ids[i] >= 0 && ids[i] < table.rows, "token id " << ids[i] << " out of range");
+        const char* src = static_cast<const char*>(table.data) + ids[i] * row_bytes;
+        widen(src, table.dtype, table.cols, out.f32() + i * out.cols);
+      }
+    });
   }
 
   void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
     const int64_t d = x.cols;
     std::vector<float> weight(d);
     widen(w.data, w.dtype, d, weight.data());
-#pragma omp parallel for if (worth_threads(x.numel()))
-    for (int64_t r = 0; r < x.rows; r++) {
-      const float* xr = x.f32() + r * d;
-      float* o = out.f32() + r * d;
-      double sum = 0;
-      for (int64_t i = 0; i < d; i++) sum += static_cast<double>(xr[i]) * xr[i];
-      const float scale = static_cast<float>(1.0 / std::sqrt(sum / d + eps));
-      for (int64_t i = 0; i < d; i++) o[i] = xr[i] * scale * weight[i];
-    }
+    parallel_ranges(x.rows, x.numel(), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; r++) {
+        const float* xr = x.f32() + r * d;
+        float* o = out.f32() + r * d;
+        double sum = 0;
+        for (int64_t i = 0; i < d; i++) sum += static_cast<double>(xr[i]) * xr[i];
+        const float scale = static_cast<float>(1.0 / std::sqrt(sum / d + eps));
+        for (int64_t i = 0; i < d; i++) o[i] = xr[i] * scale * weight[i];
+      }
+    });
   }
 
   void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
@@ -147,40 +192,39 @@ class CpuBackend final : public Backend {
     const int64_t n = x.rows, k = x.cols, m = w.rows;
     // Each thread owns a contiguous range of output columns (weight rows): no reduction needed,
     // and each widens only the weight rows it multiplies.
-    const int64_t chunk = ((m + threads_ - 1) / threads_ + 15) / 16 * 16;
+    const int threads = threads_for(static_cast<double>(n) * k * m);
+    const int64_t chunk = ((m + threads - 1) / threads + 15) / 16 * 16;
     const size_t row_bytes = static_cast<size_t>(k) * dtype_bytes(w.dtype);
-    // note: bf16/f16 weights are widened a tile of rows at a time, so a bf16 model never needs an
-    // fp32 copy of itself; a tile stays in L2.
+    // note: weights past the widening budget are widened a tile of rows at a time, so a big bf16
+    // model never needs an fp32 copy of itself; a tile stays in L2.
     const int64_t tile_rows = std::max<int64_t>(16, (int64_t{1} << 18) / std::max<int64_t>(k, 1));
     if (w.dtype != DType::F32) {
-      if (static_cast<int>(weight_tiles_.size()) < threads_) weight_tiles_.resize(threads_);
+      if (static_cast<int>(weight_tiles_.size()) < threads) weight_tiles_.resize(threads);
       for (auto& tile : weight_tiles_) ensure_scratch(tile, static_cast<size_t>(tile_rows * k));
     }
-#pragma omp parallel num_threads(threads_)
-    {
-      const int t = omp_get_thread_num();
+    pool_.run(threads, threads, [&](int64_t t, int thread) {
       const int64_t r_begin = std::min(m, t * chunk), r_end = std::min(m, r_begin + chunk);
       if (w.dtype == DType::F32) {
         if (r_end > r_begin)
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r_end - r_begin, k, 1.f, x.f32(),
-                      k, w.f32() + r_begin * k, k, 0.f, out.f32() + r_begin, m);
-      } else {
-        float* tile = weight_tiles_[t].data();
-        for (int64_t r0 = r_begin; r0 < r_end; r0 += tile_rows) {
-          const int64_t rows = std::min(tile_rows, r_end - r0);
-          const char* src = static_cast<const char*>(w.data) + r0 * row_bytes;
-          for (int64_t r = 0; r < rows; r++) widen(src + r * row_bytes, w.dtype, k, tile + r * k);
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, k, 1.f, x.f32(), k, tile,
-                      k, 0.f, out.f32() + r0, m);
-        }
+          sgemm_(false, true, n, r_end - r_begin, k, 1.f, x.f32(), k, w.f32() + r_begin * k, k, 0.f,
+                 out.f32() + r_begin, m);
+        return;
       }
-    }
+      float* tile = weight_tiles_[thread].data();
+      for (int64_t r0 = r_begin; r0 < r_end; r0 += tile_rows) {
+        const int64_t rows = std::min(tile_rows, r_end - r0);
+        const char* src = static_cast<const char*>(w.data) + r0 * row_bytes;
+        for (int64_t r = 0; r < rows; r++) widen(src + r * row_bytes, w.dtype, k, tile + r * k);
+        sgemm_(false, true, n, rows, k, 1.f, x.f32(), k, tile, k, 0.f, out.f32() + r0, m);
+      }
+    });
     if (bias && bias->data) {
       std::vector<float> b(m);
       widen(bias->data, bias->dtype, m, b.data());
-#pragma omp parallel for
-      for (int64_t r = 0; r < n; r++)
-        for (int64_t c = 0; c < m; c++) out.f32()[r * m + c] += b[c];
+      parallel_ranges(n, n * m, [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; r++)
+          for (int64_t c = 0; c < m; c++) out.f32()[r * m + c] += b[c];
+      });
     }
   }
 
@@ -190,20 +234,21 @@ class CpuBackend final : public Backend {
     std::vector<double> inv_freq(half);
     for (int i = 0; i < half; i++)
       inv_freq[i] = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
-#pragma omp parallel for if (worth_threads(x.numel() * 8))
-    for (int64_t r = 0; r < x.rows; r++) {
-      for (int i = 0; i < half; i++) {
-        const double angle = positions[r] * inv_freq[i];
-        const float c = static_cast<float>(std::cos(angle));
-        const float s = static_cast<float>(std::sin(angle));
-        for (int64_t h = 0; h < n_heads; h++) {
-          float* u = x.f32() + r * x.cols + h * head_dim;
-          const float a = u[i], b = u[i + half];
-          u[i] = a * c - b * s;
-          u[i + half] = b * c + a * s;
+    parallel_ranges(x.rows, x.numel() * 8, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; r++) {
+        for (int i = 0; i < half; i++) {
+          const double angle = positions[r] * inv_freq[i];
+          const float c = static_cast<float>(std::cos(angle));
+          const float s = static_cast<float>(std::sin(angle));
+          for (int64_t h = 0; h < n_heads; h++) {
+            float* u = x.f32() + r * x.cols + h * head_dim;
+            const float a = u[i], b = u[i + half];
+            u[i] = a * c - b * s;
+            u[i + half] = b * c + a * s;
+          }
         }
       }
-    }
+    });
   }
 
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionLayout& layout,
@@ -214,18 +259,18 @@ class CpuBackend final : public Backend {
     if (static_cast<int>(scores_.size()) < threads_) scores_.resize(threads_);
     for (auto& sc : scores_) ensure_scratch(sc, static_cast<size_t>(layout.max_q_len) * layout.max_kv_len);
     const int64_t n_tasks = static_cast<int64_t>(layout.n_seqs) * n_heads;
-#pragma omp parallel for schedule(dynamic) num_threads(threads_)
-    for (int64_t task = 0; task < n_tasks; task++) {
+    // Two GEMMs of [q, head_dim] x [head_dim, kv] per task.
+    const int threads = threads_for(2.0 * q.rows * layout.max_kv_len * head_dim * n_heads);
+    pool_.run(n_tasks, threads, [&](int64_t task, int thread) {
       const int s = static_cast<int>(task / n_heads), h = static_cast<int>(task % n_heads);
       const int32_t q0 = layout.q_start[s], nq = layout.q_start[s + 1] - q0;
       const int32_t k0 = layout.kv_start[s];
       const int32_t nk = (layout.kv_end ? layout.kv_end[s] : layout.kv_start[s + 1]) - k0;
-      if (nq == 0) continue;
+      if (nq == 0) return;
       const int kvh = h / group;
-      float* scores = scores_[omp_get_thread_num()].data();  // [nq, nk]
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, head_dim, scale,
-                  q.f32() + q0 * q_ld + h * head_dim, q_ld, k.f32() + k0 * kv_ld + kvh * head_dim,
-                  kv_ld, 0.f, scores, nk);
+      float* scores = scores_[thread].data();  // [nq, nk]
+      sgemm_(false, true, nq, nk, head_dim, scale, q.f32() + q0 * q_ld + h * head_dim, q_ld,
+             k.f32() + k0 * kv_ld + kvh * head_dim, kv_ld, 0.f, scores, nk);
       for (int32_t i = 0; i < nq; i++) {
         float* row = scores + static_cast<int64_t>(i) * nk;
         float mx = -std::numeric_limits<float>::infinity();
@@ -238,60 +283,63 @@ class CpuBackend final : public Backend {
         const float inv = static_cast<float>(1.0 / sum);
         for (int32_t j = 0; j < nk; j++) row[j] *= inv;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, head_dim, nk, 1.f, scores, nk,
-                  v.f32() + k0 * kv_ld + kvh * head_dim, kv_ld, 0.f,
-                  out.f32() + q0 * out.cols + h * head_dim, out.cols);
-    }
+      sgemm_(false, false, nq, head_dim, nk, 1.f, scores, nk, v.f32() + k0 * kv_ld + kvh * head_dim,
+             kv_ld, 0.f, out.f32() + q0 * out.cols + h * head_dim, out.cols);
+    });
   }
 
   void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) override {
     const int64_t n = gate.numel();
-#pragma omp parallel for if (worth_threads(n * 8))
-    for (int64_t i = 0; i < n; i++) {
-      const float g = gate.f32()[i];
-      out.f32()[i] = g / (1.f + std::exp(-g)) * up.f32()[i];
-    }
+    parallel_ranges(n, n * 8, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; i++) {
+        const float g = gate.f32()[i];
+        out.f32()[i] = g / (1.f + std::exp(-g)) * up.f32()[i];
+      }
+    });
   }
 
   void add(Tensor& x, const Tensor& y) override {
     const int64_t n = x.numel();
-#pragma omp parallel for if (worth_threads(n))
-    for (int64_t i = 0; i < n; i++) x.f32()[i] += y.f32()[i];
+    parallel_ranges(n, n, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; i++) x.f32()[i] += y.f32()[i];
+    });
   }
 
   void gather_rows(const Tensor& x, const int32_t* rows, Tensor& out) override {
-#pragma omp parallel for if (worth_threads(out.numel()))
-    for (int64_t i = 0; i < out.rows; i++) {
-      UNMASK_CHECK(rows[i] >= 0 && rows[i] < x.rows, "gather row " << rows[i] << " out of range");
-      std::memcpy(out.f32() + i * out.cols, x.f32() + rows[i] * x.cols,
-                  static_cast<size_t>(x.cols) * 4);
-    }
+    parallel_ranges(out.rows, out.numel(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; i++) {
+        UNMASK_CHECK(rows[i] >= 0 && rows[i] < x.rows, "gather row " << rows[i] << " out of range");
+        std::memcpy(out.f32() + i * out.cols, x.f32() + rows[i] * x.cols,
+                    static_cast<size_t>(x.cols) * 4);
+      }
+    });
   }
 
   void scatter_rows(const Tensor& x, const int32_t* rows, Tensor& out) override {
-#pragma omp parallel for if (worth_threads(x.numel()))
-    for (int64_t i = 0; i < x.rows; i++) {
-      UNMASK_CHECK(rows[i] >= 0 && rows[i] < out.rows, "scatter row " << rows[i] << " out of range");
-      std::memcpy(out.f32() + rows[i] * out.cols, x.f32() + i * x.cols,
-                  static_cast<size_t>(x.cols) * 4);
-    }
+    parallel_ranges(x.rows, x.numel(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; i++) {
+        UNMASK_CHECK(rows[i] >= 0 && rows[i] < out.rows,
+                     "scatter row " << rows[i] << " out of range");
+        std::memcpy(out.f32() + rows[i] * out.cols, x.f32() + i * x.cols,
+                    static_cast<size_t>(x.cols) * 4);
+      }
+    });
   }
 
   void pick(const Tensor& logits, const Tensor* uncond, const PickParams* params,
             const std::vector<int32_t>& banned, PickResult* out) override {
     const int64_t vocab = logits.cols;
-    const int n_threads = omp_get_max_threads();
-    if (static_cast<int>(pick_scratch_.size()) < n_threads) pick_scratch_.resize(n_threads);
-    ensure_scratch(pick_rows_, static_cast<size_t>(n_threads) * vocab);
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t r = 0; r < logits.rows; r++) {
-      const int t = omp_get_thread_num();
+    // note: a row costs about 8 passes over the vocabulary (more with top-p's sort).
+    const int threads = threads_for_elements(logits.numel() * 8);
+    if (static_cast<int>(pick_scratch_.size()) < threads) pick_scratch_.resize(threads);
+    ensure_scratch(pick_rows_, static_cast<size_t>(threads) * vocab);
+    pool_.run(logits.rows, threads, [&](int64_t r, int t) {
       float* row = pick_rows_.data() + static_cast<size_t>(t) * vocab;
       std::memcpy(row, logits.f32() + r * vocab, static_cast<size_t>(vocab) * 4);
       const float* u = nullptr;
       if (params[r].cfg_scale > 0.f && uncond) u = uncond->f32() + params[r].uncond_row * vocab;
       out[r] = pick_row(row, u, vocab, params[r], banned, pick_scratch_[t]);
-    }
+    });
   }
 
  private:
@@ -299,7 +347,45 @@ class CpuBackend final : public Backend {
     if (v.size() < n) v.resize(n);
   }
 
+  int threads_for(double macs) const {
+    return static_cast<int>(std::clamp(macs / kMacsPerThread, 1.0, static_cast<double>(threads_)));
+  }
+  int threads_for_elements(int64_t work) const {
+    return static_cast<int>(std::clamp<int64_t>(work / kElementsPerThread, 1, threads_));
+  }
+  // fn(begin, end) over contiguous ranges of [0, n) on as many threads as `work` (element
+  // updates) justifies.
+  template <typename Fn>
+  void parallel_ranges(int64_t n, int64_t work, Fn fn) {
+    const int threads = static_cast<int>(std::min<int64_t>(threads_for_elements(work), n));
+    if (threads <= 1) {
+      if (n > 0) fn(0, n);
+      return;
+    }
+    const int64_t chunk = (n + threads - 1) / threads;
+    pool_.run(threads, threads, [&](int64_t t, int) {
+      const int64_t begin = std::min(n, t * chunk), end = std::min(n, begin + chunk);
+      if (end > begin) fn(begin, end);
+    });
+  }
+  // Takes `elements` f32 values of the widening budget; false when they do not fit.
+  bool claim_widening(int64_t elements) {
+    const size_t bytes = static_cast<size_t>(elements) * 4;
+    if (widened_bytes_ + bytes > widen_budget_) {
+      tiled_weights_++;
+      return false;
+    }
+    widened_bytes_ += bytes;
+    widened_weights_++;
+    return true;
+  }
+
   int threads_ = 1;
+  SgemmFn sgemm_ = nullptr;
+  ThreadPool pool_;
+  size_t widen_budget_;
+  size_t widened_bytes_ = 0;
+  int widened_weights_ = 0, tiled_weights_ = 0;
   std::map<void*, size_t> allocations_;
   size_t live_bytes_ = 0, peak_bytes_ = 0;
   std::vector<std::vector<float>> weight_tiles_;  // per thread: [tile_rows, in] widened weights
@@ -344,8 +430,8 @@ int resolve_cpu_threads(int requested) {
   return static_cast<int>(n);
 }
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) {
-  return std::make_unique<CpuBackend>(threads);
+std::unique_ptr<Backend> make_cpu_backend(int threads, size_t widen_budget_bytes) {
+  return std::make_unique<CpuBackend>(threads, widen_budget_bytes);
 }
 
 }  // namespace unmask

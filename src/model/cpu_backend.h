@@ -1,4 +1,4 @@
-// The CPU backend: OpenBLAS GEMMs and OpenMP loops, fp32 accumulation. Also the test oracle.
+// The CPU backend: OpenBLAS GEMMs on our thread pool, fp32 accumulation. Also the test oracle.
 #pragma once
 
 #include <string>

@@ -1,0 +1,54 @@
+// A fixed team of worker threads for the CPU backend's parallel loops.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace unmask {
+
+// Runs one parallel loop at a time; the calling thread takes part as thread 0.
+//
+// Waiting: a worker with nothing to do spins for a short while (kSpin) and then sleeps in the
+// kernel (a futex, through std::atomic::wait), so an idle pool costs no CPU; OpenMP's libgomp
+// fixes its wait policy when it is loaded, which is why unmask once re-executed itself to pass
+// OMP_WAIT_POLICY=PASSIVE. The short spin keeps back-to-back loops of a forward pass (about 80
+// per step) from paying a wake-up each, and bounds what a busy machine loses to spinning.
+class ThreadPool {
+ public:
+  // threads >= 1: threads - 1 workers are started now and joined by the destructor.
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Calls fn(task, thread) once for every task in [0, n_tasks), on min(max_threads, size(),
+  // n_tasks) threads with `thread` in [0, that count); tasks are handed out in order, one at a
+  // time. Returns when every task has finished; the first exception a task threw is rethrown
+  // here (tasks not yet started are skipped). Not reentrant: fn must not call run.
+  void run(int64_t n_tasks, int max_threads, const std::function<void(int64_t, int)>& fn);
+
+ private:
+  void worker_loop(int thread);
+  void work(int thread);
+
+  std::vector<std::thread> workers_;
+  // The current loop; written by run() before `generation_` is bumped, read by the workers.
+  const std::function<void(int64_t, int)>* fn_ = nullptr;
+  int64_t n_tasks_ = 0;
+  int active_threads_ = 0;
+  std::atomic<int64_t> next_task_{0};
+  std::atomic<uint64_t> generation_{0};  // bumped once per loop; workers wait on it
+  std::atomic<int> busy_{0};             // workers still inside the current loop
+  std::atomic<bool> stop_{false};
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+};
+
+}  // namespace unmask
