@@ -175,3 +175,34 @@ TEST_CASE("synthetic models: deterministic weights, finite logits, shapes as nam
     else CHECK(values == first);
   }
 }
+
+TEST_CASE("bench: every row's peak memory is its own, whatever ran before it") {
+  // The same small row alone, after a larger row, and after a row followed by --baseline's
+  // 512 MiB of copy buffers: its peak must be the same bytes each time.
+  const std::string common = "bench -m " + fixture("tiny-f32-gqa") +
+                             " --threads 1 --gen-length 8 --repeat 1 --warmup 0 --format json -q";
+  auto peaks = [](const std::string& out) {
+    const json j = json::parse(out);
+    std::vector<double> p;
+    for (const json& r : j["results"]) p.push_back(r["peak_memory_bytes"].get<double>());
+    return p;
+  };
+  const auto alone = run_unmask(common + " --batch-size 1");
+  REQUIRE(alone.exit_code == 0);
+  const double own = peaks(alone.out).at(0);
+  CHECK(own > 0);
+
+  const auto after_larger = run_unmask(common + " --batch-size 16,1");
+  REQUIRE(after_larger.exit_code == 0);
+  const std::vector<double> p = peaks(after_larger.out);
+  REQUIRE(p.size() == 2);
+  CHECK(p[0] > own);  // 16 requests hold more than one
+  CHECK(p[1] == own);
+
+  const auto baseline = run_unmask(common + " --batch-size 1,1 --baseline");
+  REQUIRE(baseline.exit_code == 0);
+  const std::vector<double> b = peaks(baseline.out);
+  REQUIRE(b.size() == 2);
+  CHECK(b[0] == own);
+  CHECK(b[1] == own);  // was own + 512 MiB: the baseline's copy buffers
+}

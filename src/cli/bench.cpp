@@ -233,6 +233,12 @@ BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o
   const int32_t seqs = c.batch_size * (s.cfg_scale > 0.f ? 2 : 1);
   // Dream's loop reads every masked position of the answer, the block loop those of one block.
   const int32_t wanted = s.alg == Algorithm::Llada ? s.block_length : s.gen_length;
+  // The row's peak memory is its own: the buffers an earlier row grew (a larger batch or canvas,
+  // a KV cache, backend scratch) are freed and the high-water mark restarts from what is live
+  // now (the weights), so neither a larger row nor --baseline's buffers leak into later rows.
+  subject.model().release_buffers();
+  subject.be().release_scratch();
+  subject.be().reset_peak();
   subject.model().reserve(seqs * canvas, seqs * wanted, seqs);
   for (int i = 0; i < o.warmup; i++) run_once(subject, c, o.prompt_length);
 
