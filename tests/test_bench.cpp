@@ -206,3 +206,45 @@ TEST_CASE("bench: every row's peak memory is its own, whatever ran before it") {
   CHECK(b[0] == own);
   CHECK(b[1] == own);  // was own + 512 MiB: the baseline's copy buffers
 }
+
+TEST_CASE("bench reports tokens per run, ms per token, the tok/s range over the repeats and the speed-up") {
+  unmask::test::TempDir dir("unmask_bench_cols");
+  const std::string config = tiny_config(dir.path.string());
+  const std::string args = "bench --synthetic " + config +
+                           " --backend cpu --threads 1 --gen-length 16 --batch-size 1,3 "
+                           "--block-length 16 --repeat 3 --warmup 0 -q";
+  const auto r = run_unmask(args + " --format json");
+  REQUIRE(r.exit_code == 0);
+  const json j = json::parse(r.out);
+  REQUIRE(j["results"].size() == 2);
+  const double first = j["results"][0]["tokens_per_second"].get<double>();
+  for (const json& res : j["results"]) {
+    // Synthetic weights: every generated position counts, in every run.
+    CHECK(res["generated_tokens"] == 16 * res["batch_size"].get<int>());
+    const double tok_s = res["tokens_per_second"].get<double>();
+    CHECK(res["ms_per_token"].get<double>() == doctest::Approx(1000.0 / tok_s));
+    CHECK(res["tokens_per_second_min"].get<double>() <= tok_s);
+    CHECK(res["tokens_per_second_max"].get<double>() >= tok_s);
+    CHECK(res["tokens_per_second_min"].get<double>() > 0);
+    CHECK(res["speedup"].get<double>() == doctest::Approx(tok_s / first));
+  }
+  CHECK(j["results"][0]["speedup"].get<double>() == 1.0);
+
+  const auto csv = run_unmask(args + " --format csv");
+  REQUIRE(csv.exit_code == 0);
+  const std::string header = csv.out.substr(0, csv.out.find('\n'));
+  for (const char* col : {"generated_tokens", "ms_per_token", "tokens_per_second_min",
+                          "tokens_per_second_max", "speedup"}) {
+    CAPTURE(col);
+    CHECK(("," + header + ",").find("," + std::string(col) + ",") != std::string::npos);
+  }
+
+  const auto text = run_unmask(args);
+  REQUIRE(text.exit_code == 0);
+  for (const char* col : {"tokens", "tok/s min-max", "ms/tok", "speed-up"}) {
+    CAPTURE(col);
+    CHECK(text.out.find(col) != std::string::npos);
+  }
+  CHECK(text.out.find(" 1.00x ") != std::string::npos);  // the first row against itself
+  CHECK(text.out.find("      48 ") != std::string::npos);  // 3 requests x 16 tokens
+}

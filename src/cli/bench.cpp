@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -38,11 +39,12 @@ struct BenchCase {
 struct BenchResult {
   BenchCase bench_case;
   int runs = 0;
-  int64_t generated_tokens = 0;   // per run (the last one; equal across runs at temperature 0)
+  double generated_tokens = 0;    // counted per timed run (mean over the runs)
   int64_t forward_passes = 0;     // batched forwards per run
   int64_t sequence_forwards = 0;  // per-request evaluations per run (a CFG step counts two)
   double wall_seconds = 0;        // median over runs
   double tokens_per_second = 0;   // median over runs
+  double tokens_per_second_min = 0, tokens_per_second_max = 0;  // slowest and fastest run
   double steps_per_second = 0;    // median over runs
   double ms_median = 0, ms_p90 = 0;  // over every forward of every timed run
   double gflops = 0;              // FLOPs / forward time over the timed runs
@@ -247,6 +249,7 @@ BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o
   const int64_t replays_before = subject.model().backend().replayed_steps();
   std::vector<double> walls, tok_s, steps_s, forward_ms;
   double flops = 0, forward_seconds = 0;
+  int64_t tokens = 0;
   for (int i = 0; i < o.repeat; i++) {
     const RunOutcome run = run_once(subject, c, o.prompt_length);
     walls.push_back(run.seconds);
@@ -255,14 +258,17 @@ BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o
     forward_ms.insert(forward_ms.end(), run.stats.forward_ms.begin(), run.stats.forward_ms.end());
     flops += run.stats.flops;
     forward_seconds += run.stats.forward_seconds;
-    r.generated_tokens = run.generated_tokens;
+    tokens += run.generated_tokens;
     r.forward_passes = run.stats.forward_calls;
     r.sequence_forwards = run.stats.sequence_forwards;
   }
   r.runs = o.repeat;
   r.replayed_steps = subject.model().backend().replayed_steps() - replays_before;
   r.wall_seconds = percentile(walls, 0.5);
+  r.generated_tokens = static_cast<double>(tokens) / o.repeat;
   r.tokens_per_second = percentile(tok_s, 0.5);
+  r.tokens_per_second_min = *std::min_element(tok_s.begin(), tok_s.end());
+  r.tokens_per_second_max = *std::max_element(tok_s.begin(), tok_s.end());
   r.steps_per_second = percentile(steps_s, 0.5);
   r.ms_median = percentile(forward_ms, 0.5);
   r.ms_p90 = percentile(forward_ms, 0.9);
@@ -274,6 +280,11 @@ BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o
     r.copy_gbps = copy_gbps(subject);
   }
   return r;
+}
+
+// A count that may be a mean: an integer when it is one.
+ojson count_json(double v) {
+  return v == std::floor(v) ? ojson(static_cast<int64_t>(v)) : ojson(v);
 }
 
 ojson result_json(const BenchResult& r, int prompt_length) {
@@ -290,9 +301,13 @@ ojson result_json(const BenchResult& r, int prompt_length) {
   j["factor"] = s.factor ? ojson(*s.factor) : ojson(nullptr);
   j["cache"] = cache_mode_name(s.cache);
   j["runs"] = r.runs;
-  j["generated_tokens"] = r.generated_tokens;
+  j["generated_tokens"] = count_json(r.generated_tokens);
   j["wall_seconds"] = r.wall_seconds;
   j["tokens_per_second"] = r.tokens_per_second;
+  j["tokens_per_second_min"] = r.tokens_per_second_min;
+  j["tokens_per_second_max"] = r.tokens_per_second_max;
+  j["ms_per_token"] = r.tokens_per_second > 0 ? ojson(1e3 / r.tokens_per_second) : ojson(nullptr);
+  j["speedup"] = nullptr;  // set once the first row is known
   j["steps_per_second"] = r.steps_per_second;
   j["forward_passes"] = r.forward_passes;
   j["sequence_forwards"] = r.sequence_forwards;
@@ -346,6 +361,14 @@ void print_csv(const ojson& report) {
   }
 }
 
+// "-" for a value that could not be computed (no token counted in the first row, say).
+std::string fixed(const ojson& v, int decimals) {
+  if (v.is_null()) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v.get<double>());
+  return buf;
+}
+
 void print_table(const ojson& report) {
   std::printf("unmask bench: %s on %s (%s), commit %s\n",
               report["model"]["name"].get<std::string>().c_str(),
@@ -354,14 +377,21 @@ void print_table(const ojson& report) {
               report["git_commit"].get<std::string>().c_str());
   const bool baseline = !report["results"].empty() &&
                         !report["results"][0]["baseline_gflops_per_second"].is_null();
-  std::printf("%6s %7s %6s %6s %6s %10s %8s %9s %9s %7s %9s %9s", "cache", "gen", "batch", "steps", "block",
-              "tok/s", "steps/s", "ms/fwd", "p90 ms", "fwd", "GFLOP/s", "peak MB");
+  std::printf("%6s %7s %6s %6s %6s %8s %10s %15s %8s %8s %8s %9s %9s %7s %9s %9s", "cache", "gen",
+              "batch", "steps", "block", "tokens", "tok/s", "tok/s min-max", "ms/tok", "speed-up",
+              "steps/s", "ms/fwd", "p90 ms", "fwd", "GFLOP/s", "peak MB");
   if (baseline) std::printf(" %9s %6s %8s %8s", "GEMM GF/s", "frac", "copy GB/s", "fwd/read");
   std::printf("\n");
   for (const ojson& r : report["results"]) {
-    std::printf("%6s %7d %6d %6d %6d %10.1f %8.2f %9.2f %9.2f %7lld %9.2f %9.1f",
-                r["cache"].get<std::string>().c_str(), r["gen_length"].get<int>(), r["batch_size"].get<int>(), r["steps"].get<int>(),
-                r["block_length"].get<int>(), r["tokens_per_second"].get<double>(),
+    const std::string range = fixed(r["tokens_per_second_min"], 1) + "-" +
+                              fixed(r["tokens_per_second_max"], 1);
+    const std::string speedup = r["speedup"].is_null() ? "-" : fixed(r["speedup"], 2) + "x";
+    std::printf("%6s %7d %6d %6d %6d %8s %10.1f %15s %8s %8s %8.2f %9.2f %9.2f %7lld %9.2f %9.1f",
+                r["cache"].get<std::string>().c_str(), r["gen_length"].get<int>(),
+                r["batch_size"].get<int>(), r["steps"].get<int>(), r["block_length"].get<int>(),
+                fixed(r["generated_tokens"], r["generated_tokens"].is_number_integer() ? 0 : 1).c_str(),
+                r["tokens_per_second"].get<double>(), range.c_str(),
+                fixed(r["ms_per_token"], 2).c_str(), speedup.c_str(),
                 r["steps_per_second"].get<double>(), r["ms_per_forward_median"].get<double>(),
                 r["ms_per_forward_p90"].get<double>(),
                 static_cast<long long>(r["forward_passes"].get<int64_t>()),
@@ -478,6 +508,11 @@ int run_bench(const BenchOptions& o) {
                 << "\n";
     report["results"].push_back(result_json(run_case(subject, c, o), o.prompt_length));
   }
+  // Speed-up: each row's tok/s over the first row's.
+  const double first =
+      report["results"].empty() ? 0.0 : report["results"][0]["tokens_per_second"].get<double>();
+  for (ojson& r : report["results"])
+    r["speedup"] = first > 0 ? ojson(r["tokens_per_second"].get<double>() / first) : ojson(nullptr);
 
   if (o.common.format == "json") {
     std::cout << report.dump(2) << "\n";
