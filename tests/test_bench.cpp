@@ -248,3 +248,111 @@ TEST_CASE("bench reports tokens per run, ms per token, the tok/s range over the 
   CHECK(text.out.find(" 1.00x ") != std::string::npos);  // the first row against itself
   CHECK(text.out.find("      48 ") != std::string::npos);  // 3 requests x 16 tokens
 }
+
+namespace {
+
+// generate's own statistics for `prompt` on the bundled model: {answer tokens counted, prompt tokens}.
+std::pair<int, int> generate_counts(const std::string& prompt, const std::string& settings) {
+  std::string quoted = "'";
+  for (char c : prompt) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  const auto g = run_unmask(settings + " --format json " + quoted + "'");
+  REQUIRE(g.exit_code == 0);
+  const json j = json::parse(g.out);
+  return {j["stats"]["generated_tokens"].get<int>(), j["stats"]["prompt_tokens"].get<int>()};
+}
+
+}  // namespace
+
+TEST_CASE("bench on a model prompts with built-in verse openings, and the header and JSON say so") {
+  const std::string args = "bench --gen-length 32 --block-length 4 --repeat 1 --warmup 0 -q";
+  const auto r = run_unmask(args + " --batch-size 8 --format json");  // the bundled model
+  REQUIRE(r.exit_code == 0);
+  const json j = json::parse(r.out);
+  CHECK(j["prompts"]["source"] == "built-in verse openings");
+  CHECK(j["prompts"]["description"] == "built-in verse openings (8)");
+  CHECK(j["prompts"]["count"] == builtin_bench_prompts().size());
+  REQUIRE(builtin_bench_prompts().size() == 8);
+  // One request per built-in prompt: the tokens are those generate counts for each of them.
+  int tokens = 0, prompt_tokens = 0;
+  for (const std::string& p : builtin_bench_prompts()) {
+    const auto [answer, prompt] = generate_counts(p, "--gen-length 32 --block-length 4");
+    tokens += answer;
+    prompt_tokens += prompt;
+  }
+  CHECK(j["results"][0]["generated_tokens"] == tokens);
+  CHECK(j["results"][0]["prompt_length"].get<double>() == doctest::Approx(prompt_tokens / 8.0));
+  CHECK(tokens > 8 * 2);  // not the one-token answers of random ids
+
+  const auto text = run_unmask(args);
+  REQUIRE(text.exit_code == 0);
+  CHECK(text.out.find("\nprompts: built-in verse openings (8)\n") != std::string::npos);
+  const auto csv = run_unmask(args + " --format csv");
+  REQUIRE(csv.exit_code == 0);
+  CHECK(csv.out.find(",\"built-in verse openings (8)\",") != std::string::npos);
+
+  // Random weights keep random ids, of --prompt-length tokens.
+  unmask::test::TempDir dir("unmask_bench_random");
+  const auto s = run_unmask("bench --synthetic " + tiny_config(dir.path.string()) +
+                            " --threads 1 --gen-length 8 --prompt-length 7 --repeat 1 --warmup 0 -q");
+  REQUIRE(s.exit_code == 0);
+  CHECK(s.out.find("\nprompts: random ids (7 tokens)\n") != std::string::npos);
+}
+
+TEST_CASE("bench --prompts FILE: one prompt a line, blank lines skipped, cycled over requests and runs") {
+  unmask::test::TempDir dir("unmask_bench_prompts");
+  const std::string file = dir / "prompts.txt";
+  // CRLF line ends, a blank line and one of spaces: three prompts.
+  std::ofstream(file, std::ios::binary) << "In the beginning\r\n\r\n   \nJesus wept\r\n"
+                                           "And God said unto Moses, I AM THAT I AM\n";
+  const std::string gen = "--gen-length 32 --block-length 4";
+  const std::pair<int, int> counts[] = {generate_counts("In the beginning", gen),
+                                        generate_counts("Jesus wept", gen),
+                                        generate_counts("And God said unto Moses, I AM THAT I AM", gen)};
+  // 2 requests x 2 runs: prompts 1, 2 | 3, 1.
+  const auto r = run_unmask("bench " + gen + " --prompts " + file +
+                            " --batch-size 2 --repeat 2 --warmup 0 -q --format json");
+  REQUIRE(r.exit_code == 0);
+  const json j = json::parse(r.out);
+  CHECK(j["prompts"]["source"] == "file");
+  CHECK(j["prompts"]["file"] == file);
+  CHECK(j["prompts"]["description"] == file + " (3 lines)");
+  CHECK(j["prompts"]["count"] == 3);
+  const json& res = j["results"][0];
+  const double tokens = (counts[0].first + counts[1].first + counts[2].first + counts[0].first) / 2.0;
+  const double prompt = (counts[0].second + counts[1].second + counts[2].second + counts[0].second) / 4.0;
+  CHECK(res["generated_tokens"].get<double>() == doctest::Approx(tokens));
+  CHECK(res["prompt_length"].get<double>() == doctest::Approx(prompt));
+
+  const auto text = run_unmask("bench " + gen + " --prompts " + file + " --repeat 1 --warmup 0 -q");
+  REQUIRE(text.exit_code == 0);
+  CHECK(text.out.find("\nprompts: " + file + " (3 lines)\n") != std::string::npos);
+}
+
+TEST_CASE("bench --prompts: a bad file is one line naming it (and the line), exit 3; bad combinations exit 2") {
+  unmask::test::TempDir dir("unmask_bench_badprompts");
+  auto expect = [](const std::string& args, int code, const std::string& phrase) {
+    CAPTURE(args);
+    const auto r = run_unmask("bench --gen-length 16 --block-length 4 --repeat 1 --warmup 0 -q " + args);
+    CHECK(r.exit_code == code);
+    CHECK(r.err.find(phrase) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.out.empty());
+  };
+  const std::string missing = dir / "missing.txt";
+  expect("--prompts " + missing, 3, missing + ": cannot read it: no such file");
+  expect("--prompts " + dir.path.string(), 3, "it is a directory");
+  const std::string bad = dir / "bad.txt";
+  std::ofstream(bad, std::ios::binary) << "In the beginning\n\nJesus \xff wept\n";
+  expect("--prompts " + bad, 3, bad + ":3: not valid UTF-8");
+  const std::string nul = dir / "nul.txt";
+  std::ofstream(nul, std::ios::binary) << std::string("a\0b\n", 4);
+  expect("--prompts " + nul, 3, nul + ":1: holds a NUL byte");
+  const std::string blank = dir / "blank.txt";
+  std::ofstream(blank) << "\n  \n\t\n";
+  expect("--prompts " + blank, 3, blank + ": no prompts: every line is blank");
+  const std::string longer = dir / "long.txt";
+  std::ofstream(longer) << "Jesus wept\n" << std::string(3000, 'x') << "\n";
+  expect("--prompts " + longer, 3, longer + ":2: the prompt's");
+  expect("--prompts " + bad + " --synthetic default", 2, "--prompts needs a model's tokenizer");
+  expect("--prompt-length 8", 2, "--prompt-length sets the random-id prompts of --synthetic");
+}
