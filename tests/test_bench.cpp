@@ -356,3 +356,54 @@ TEST_CASE("bench --prompts: a bad file is one line naming it (and the line), exi
   expect("--prompts " + bad + " --synthetic default", 2, "--prompts needs a model's tokenizer");
   expect("--prompt-length 8", 2, "--prompt-length sets the random-id prompts of --synthetic");
 }
+
+TEST_CASE("bench --format csv: one header when appended (>> or a continued >), none with --no-header") {
+  unmask::test::TempDir dir("unmask_bench_csv");
+  const std::string args = " bench --synthetic " + tiny_config(dir.path.string()) +
+                           " --threads 1 --gen-length 8 --batch-size 1,2 --repeat 1 --warmup 0 -q ";
+  const std::string bin = "env -u UNMASK_MODEL " + std::string(UNMASK_BINARY) + args;
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  auto lines = [](const std::string& s) { return std::count(s.begin(), s.end(), '\n'); };
+  auto headers = [](const std::string& s) {
+    size_t n = 0;
+    for (size_t at = s.find("hostname,"); at != std::string::npos; at = s.find("hostname,", at + 1)) n++;
+    return n;
+  };
+
+  const auto plain = run_unmask(args + "--format csv");  // to a fresh file: the header
+  REQUIRE(plain.exit_code == 0);
+  CHECK(plain.out.rfind("hostname,cpu,", 0) == 0);
+  CHECK(lines(plain.out) == 3);
+
+  const auto bare = run_unmask(args + "--format csv --no-header");
+  REQUIRE(bare.exit_code == 0);
+  CHECK(headers(bare.out) == 0);
+  CHECK(lines(bare.out) == 2);
+
+  // Appending twice: one header, then four rows.
+  const std::string appended = dir / "runs.csv";
+  for (int i = 0; i < 2; i++)
+    REQUIRE(std::system((bin + "--format csv >> " + appended + " 2>&1").c_str()) == 0);
+  const std::string a = slurp(appended);
+  CHECK(headers(a) == 1);
+  CHECK(a.rfind("hostname,cpu,", 0) == 0);
+  CHECK(lines(a) == 5);
+
+  // Two commands under one > redirection: the second starts past the file's start.
+  const std::string continued = dir / "continued.csv";
+  REQUIRE(std::system(("(" + bin + "--format csv; " + bin + "--format csv) > " + continued).c_str()) == 0);
+  CHECK(headers(slurp(continued)) == 1);
+  CHECK(lines(slurp(continued)) == 5);
+
+  // > empties the file first: the header again.
+  REQUIRE(std::system((bin + "--format csv > " + appended).c_str()) == 0);
+  CHECK(headers(slurp(appended)) == 1);
+  CHECK(lines(slurp(appended)) == 3);
+
+  const auto json_bad = run_unmask(args + "--format json --no-header");
+  CHECK(json_bad.exit_code == 2);
+  CHECK(json_bad.err.find("--no-header applies to --format csv only") != std::string::npos);
+}

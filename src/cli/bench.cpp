@@ -1,6 +1,8 @@
 // unmask bench: the settings matrix, warm-up and timed runs, the GEMM baseline and the reports.
 #include "cli/bench.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -443,13 +445,25 @@ std::string csv_field(const ojson& v) {
   return out + "\"";
 }
 
-void print_csv(const ojson& report) {
+// Whether stdout continues a file that already holds data, so CSV rows appended to it must come
+// without a second header: a regular file whose size is above 0 and that is open for appending
+// (O_APPEND, as the shell's >> opens it) or positioned past its start (offset > 0, as when an
+// earlier command of the same > redirection wrote to it). A terminal, a pipe, or a file that >
+// has just emptied is not one. Checked before anything is written (stderr may be the same file).
+bool stdout_continues_a_file() {
+  struct stat st {};
+  if (fstat(STDOUT_FILENO, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) return false;
+  const int flags = fcntl(STDOUT_FILENO, F_GETFL);
+  if (flags != -1 && (flags & O_APPEND)) return true;
+  return lseek(STDOUT_FILENO, 0, SEEK_CUR) > 0;
+}
+
+void print_csv(const ojson& report, bool header) {
   const ojson& m = report["machine"];
   const ojson prefix = {{"hostname", m["hostname"]}, {"cpu", m["cpu"]}, {"cores", m["cores"]},
                         {"backend", report["backend"]}, {"device", report["device"]},
                         {"git_commit", report["git_commit"]}, {"model", report["model"]["name"]},
                         {"prompts", report["prompts"]["description"]}};
-  bool header = true;
   for (const ojson& r : report["results"]) {
     ojson row = prefix;
     for (const auto& [key, value] : r.items()) row[key] = value;
@@ -592,6 +606,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
   cmd->add_option("--repeat", o.repeat, "Timed runs per configuration")
       ->transform(bounded(1, 10000, "each timed run keeps its timings; more only lengthens the benchmark"))
       ->capture_default_str();
+  cmd->add_flag("--no-header", o.no_header,
+                "CSV rows without the header line; left out anyway when stdout is a non-empty "
+                "file opened for appending (>>) or written past its start");
   cmd->add_flag("--baseline", o.baseline,
                 "Also time the backend's matmul on the largest weight shape and report the "
                 "forward's fraction of it");
@@ -600,6 +617,8 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
 
 int run_bench(const BenchOptions& o) {
   const bool synthetic = !o.synthetic.empty();
+  if (o.no_header && o.common.format != "csv") fail_usage("--no-header applies to --format csv only");
+  const bool header = o.common.format == "csv" && !o.no_header && !stdout_continues_a_file();
   if (synthetic && !o.prompts_file.empty())
     fail_usage("--prompts needs a model's tokenizer; --synthetic has none (its prompts are random "
                "ids, see --prompt-length)");
@@ -673,7 +692,7 @@ int run_bench(const BenchOptions& o) {
   if (o.common.format == "json") {
     std::cout << report.dump(2) << "\n";
   } else if (o.common.format == "csv") {
-    print_csv(report);
+    print_csv(report, header);
   } else {
     print_table(report);
   }

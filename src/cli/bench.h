@@ -20,6 +20,7 @@ struct BenchOptions {
   std::vector<int> block_lengths;       // empty: the model's default rule (options.h)
   std::optional<int> prompt_length;     // random-id prompts (--synthetic only); default 16
   std::string prompts_file;             // --prompts: one text prompt a line (models only)
+  bool no_header = false;               // --no-header: CSV rows only
   int repeat = 3, warmup = 1;
   float cfg_scale = 0.f;
   std::optional<float> threshold;
