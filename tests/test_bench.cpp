@@ -407,3 +407,37 @@ TEST_CASE("bench --format csv: one header when appended (>> or a continued >), n
   CHECK(json_bad.exit_code == 2);
   CHECK(json_bad.err.find("--no-header applies to --format csv only") != std::string::npos);
 }
+
+TEST_CASE("bench's text table ends with a legend: one line per column, on stdout") {
+  unmask::test::TempDir dir("unmask_bench_legend");
+  const std::string args = "bench --synthetic " + tiny_config(dir.path.string()) +
+                           " --threads 1 --gen-length 8 --repeat 1 --warmup 0 -q";
+  const std::vector<std::string> columns = {
+      "cache", "gen", "batch", "steps", "block", "tokens", "tok/s", "tok/s min-max", "ms/tok",
+      "speed-up", "steps/s", "ms/fwd", "p90 ms", "fwd", "GFLOP/s", "peak MiB"};
+  const std::vector<std::string> baseline = {"GEMM GF/s", "frac", "copy GB/s", "fwd/read"};
+  for (bool with_baseline : {false, true}) {
+    CAPTURE(with_baseline);
+    const auto r = run_unmask(args + (with_baseline ? " --baseline" : ""));
+    REQUIRE(r.exit_code == 0);
+    const size_t at = r.out.find("\ncolumns:\n");
+    REQUIRE(at != std::string::npos);
+    const std::string table = r.out.substr(0, at), legend = r.out.substr(at + 10);
+    auto legend_line = [&](const std::string& name) {
+      return ("\n" + legend).find("\n  " + name + "  ") != std::string::npos;
+    };
+    for (const std::string& c : columns) {
+      CAPTURE(c);
+      CHECK(table.find(c) != std::string::npos);
+      CHECK(legend_line(c));
+    }
+    for (const std::string& c : baseline) {
+      CAPTURE(c);
+      CHECK(legend_line(c) == with_baseline);
+      CHECK((table.find(c) != std::string::npos) == with_baseline);
+    }
+    CHECK(static_cast<size_t>(std::count(legend.begin(), legend.end(), '\n')) ==
+          columns.size() + (with_baseline ? baseline.size() : 0));
+    CHECK(legend.find("MiB (2^20 bytes)") != std::string::npos);
+  }
+}

@@ -490,6 +490,41 @@ std::string fixed(const ojson& v, int decimals) {
 // A count_json value: as an integer, or with one decimal when it is a mean between integers.
 std::string count_text(const ojson& v) { return fixed(v, v.is_number_integer() ? 0 : 1); }
 
+// The text table's columns: heading, width and the legend line printed under the table.
+struct TableColumn {
+  const char* heading;
+  int width;
+  const char* meaning;
+};
+
+const TableColumn kTableColumns[] = {
+    {"cache", 6, "KV cache mode: none, prefix or dual"},
+    {"gen", 7, "gen-length: answer positions per request"},
+    {"batch", 6, "requests run together"},
+    {"steps", 6, "sampling steps"},
+    {"block", 6, "block length in positions"},
+    {"tokens", 8,
+     "answer tokens per run, all requests, each up to its first stop token (synthetic: every "
+     "position); mean of the timed runs"},
+    {"tok/s", 10, "tokens per second of a run's wall time, median over the timed runs"},
+    {"tok/s min-max", 15, "the slowest and the fastest timed run's tok/s (the spread across repeats)"},
+    {"ms/tok", 8, "milliseconds per counted token: 1000 / tok/s"},
+    {"speed-up", 8, "tok/s over the first row's tok/s (- when the first row counted no token)"},
+    {"steps/s", 8, "forward passes per second of wall time, median over the timed runs"},
+    {"ms/fwd", 9, "milliseconds per forward pass, median over every forward of the timed runs"},
+    {"p90 ms", 9, "milliseconds per forward pass, 90th percentile"},
+    {"fwd", 7, "forward passes per run (one pass serves the whole batch); mean of the timed runs"},
+    {"GFLOP/s", 9, "billions of floating-point operations per second of forward time"},
+    {"peak MiB", 9,
+     "the row's own peak memory in MiB (2^20 bytes): backend buffers and weights (mapped ones too)"},
+};
+const TableColumn kBaselineColumns[] = {
+    {"GEMM GF/s", 9, "GFLOP/s of the backend's matmul alone on the largest weight shape"},
+    {"frac", 6, "GFLOP/s / GEMM GF/s"},
+    {"copy GB/s", 9, "GB/s (10^9 bytes read + written) of a 256 MiB copy in backend memory"},
+    {"fwd/read", 8, "ms/fwd over the time to read every weight once at copy GB/s"},
+};
+
 void print_table(const ojson& report) {
   std::printf("unmask bench: %s on %s (%s), commit %s\n",
               report["model"]["name"].get<std::string>().c_str(),
@@ -499,32 +534,52 @@ void print_table(const ojson& report) {
   std::printf("prompts: %s\n", report["prompts"]["description"].get<std::string>().c_str());
   const bool baseline = !report["results"].empty() &&
                         !report["results"][0]["baseline_gflops_per_second"].is_null();
-  std::printf("%6s %7s %6s %6s %6s %8s %10s %15s %8s %8s %8s %9s %9s %7s %9s %9s", "cache", "gen",
-              "batch", "steps", "block", "tokens", "tok/s", "tok/s min-max", "ms/tok", "speed-up",
-              "steps/s", "ms/fwd", "p90 ms", "fwd", "GFLOP/s", "peak MB");
-  if (baseline) std::printf(" %9s %6s %8s %8s", "GEMM GF/s", "frac", "copy GB/s", "fwd/read");
-  std::printf("\n");
+  std::vector<TableColumn> columns(std::begin(kTableColumns), std::end(kTableColumns));
+  if (baseline) columns.insert(columns.end(), std::begin(kBaselineColumns), std::end(kBaselineColumns));
+  auto print_row = [&](const std::vector<std::string>& cells) {
+    std::string line;
+    for (size_t i = 0; i < columns.size(); i++) {
+      const std::string& cell = cells.at(i);
+      line += (i > 0 ? " " : "") +
+              std::string(std::max<size_t>(columns[i].width, cell.size()) - cell.size(), ' ') + cell;
+    }
+    std::printf("%s\n", line.c_str());
+  };
+  std::vector<std::string> headings;
+  for (const TableColumn& c : columns) headings.push_back(c.heading);
+  print_row(headings);
   for (const ojson& r : report["results"]) {
-    const std::string range = fixed(r["tokens_per_second_min"], 1) + "-" +
-                              fixed(r["tokens_per_second_max"], 1);
-    const std::string speedup = r["speedup"].is_null() ? "-" : fixed(r["speedup"], 2) + "x";
-    std::printf("%6s %7d %6d %6d %6d %8s %10.1f %15s %8s %8s %8.2f %9.2f %9.2f %7s %9.2f %9.1f",
-                r["cache"].get<std::string>().c_str(), r["gen_length"].get<int>(),
-                r["batch_size"].get<int>(), r["steps"].get<int>(), r["block_length"].get<int>(),
-                count_text(r["generated_tokens"]).c_str(),
-                r["tokens_per_second"].get<double>(), range.c_str(),
-                fixed(r["ms_per_token"], 2).c_str(), speedup.c_str(),
-                r["steps_per_second"].get<double>(), r["ms_per_forward_median"].get<double>(),
-                r["ms_per_forward_p90"].get<double>(),
-                count_text(r["forward_passes"]).c_str(),
-                r["gflops_per_second"].get<double>(),
-                r["peak_memory_bytes"].get<double>() / (1024.0 * 1024.0));
-    if (baseline)
-      std::printf(" %9.2f %6.2f %8.1f %8.2f", r["baseline_gflops_per_second"].get<double>(),
-                  r["baseline_fraction"].get<double>(), r["copy_gbytes_per_second"].get<double>(),
-                  r["forward_over_weight_read"].get<double>());
-    std::printf("\n");
+    std::vector<std::string> cells = {
+        r["cache"].get<std::string>(),
+        std::to_string(r["gen_length"].get<int>()),
+        std::to_string(r["batch_size"].get<int>()),
+        std::to_string(r["steps"].get<int>()),
+        std::to_string(r["block_length"].get<int>()),
+        count_text(r["generated_tokens"]),
+        fixed(r["tokens_per_second"], 1),
+        fixed(r["tokens_per_second_min"], 1) + "-" + fixed(r["tokens_per_second_max"], 1),
+        fixed(r["ms_per_token"], 2),
+        r["speedup"].is_null() ? "-" : fixed(r["speedup"], 2) + "x",
+        fixed(r["steps_per_second"], 2),
+        fixed(r["ms_per_forward_median"], 2),
+        fixed(r["ms_per_forward_p90"], 2),
+        count_text(r["forward_passes"]),
+        fixed(r["gflops_per_second"], 2),
+        fixed(r["peak_memory_bytes"].get<double>() / (1024.0 * 1024.0), 1),
+    };
+    if (baseline) {
+      for (const char* key : {"baseline_gflops_per_second", "baseline_fraction",
+                              "copy_gbytes_per_second", "forward_over_weight_read"})
+        cells.push_back(fixed(r[key], std::string(key) == "copy_gbytes_per_second" ? 1 : 2));
+    }
+    print_row(cells);
   }
+  // The legend: one line per column, on the table's stream.
+  size_t name_width = 0;
+  for (const TableColumn& c : columns) name_width = std::max(name_width, std::strlen(c.heading));
+  std::printf("\ncolumns:\n");
+  for (const TableColumn& c : columns)
+    std::printf("  %-*s  %s\n", static_cast<int>(name_width), c.heading, c.meaning);
 }
 
 }  // namespace
