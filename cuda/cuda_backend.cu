@@ -132,6 +132,17 @@ class CudaBackend final : public Backend {
   }
 
   size_t peak_bytes() const override { return peak_bytes_; }
+  void reset_peak() override { peak_bytes_ = live_bytes_; }
+  void release_scratch() override {
+    for (auto [ptr, capacity] : {std::pair{&act_scratch_, &act_scratch_bytes_},
+                                 std::pair{&pick_params_, &pick_params_bytes_},
+                                 std::pair{&pick_banned_, &pick_banned_bytes_},
+                                 std::pair{&pick_results_, &pick_results_bytes_}}) {
+      if (*ptr) free(*ptr);
+      *ptr = nullptr;
+      *capacity = 0;
+    }
+  }
 
   Tensor random_weight(int64_t rows, int64_t cols, DType dtype, uint64_t seed, float scale) override {
     Tensor t;

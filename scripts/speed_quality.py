@@ -15,7 +15,8 @@ compared on the same yardstick (greedy reference decoding is not guaranteed to m
 tok/s is the batch records' sum of text tokens / sum of per-record seconds (records overlap in a
 batch, so this is per-request throughput); wall s is the whole `unmask batch` run incl. loading.
 
-Speed: `unmask bench` (random prompts, one request) on the model and on `--synthetic default`
+Speed: `unmask bench` (one request; the model gets bench's built-in verse-opening prompts, the
+synthetic one random ids) on the model and on `--synthetic default`
 (random weights of the bundled shape, so every run makes all gen-length tokens), per rule, all
 three caches in one invocation; speed-up is relative to cache none + fixed of the same model.
 

@@ -175,3 +175,269 @@ TEST_CASE("synthetic models: deterministic weights, finite logits, shapes as nam
     else CHECK(values == first);
   }
 }
+
+TEST_CASE("bench: every row's peak memory is its own, whatever ran before it") {
+  // The same small row alone, after a larger row, and after a row followed by --baseline's
+  // 512 MiB of copy buffers: its peak must be the same bytes each time.
+  const std::string common = "bench -m " + fixture("tiny-f32-gqa") +
+                             " --threads 1 --gen-length 8 --repeat 1 --warmup 0 --format json -q";
+  auto peaks = [](const std::string& out) {
+    const json j = json::parse(out);
+    std::vector<double> p;
+    for (const json& r : j["results"]) p.push_back(r["peak_memory_bytes"].get<double>());
+    return p;
+  };
+  const auto alone = run_unmask(common + " --batch-size 1");
+  REQUIRE(alone.exit_code == 0);
+  const double own = peaks(alone.out).at(0);
+  CHECK(own > 0);
+
+  const auto after_larger = run_unmask(common + " --batch-size 16,1");
+  REQUIRE(after_larger.exit_code == 0);
+  const std::vector<double> p = peaks(after_larger.out);
+  REQUIRE(p.size() == 2);
+  CHECK(p[0] > own);  // 16 requests hold more than one
+  CHECK(p[1] == own);
+
+  const auto baseline = run_unmask(common + " --batch-size 1,1 --baseline");
+  REQUIRE(baseline.exit_code == 0);
+  const std::vector<double> b = peaks(baseline.out);
+  REQUIRE(b.size() == 2);
+  CHECK(b[0] == own);
+  CHECK(b[1] == own);  // was own + 512 MiB: the baseline's copy buffers
+}
+
+TEST_CASE("bench reports tokens per run, ms per token, the tok/s range over the repeats and the speed-up") {
+  unmask::test::TempDir dir("unmask_bench_cols");
+  const std::string config = tiny_config(dir.path.string());
+  const std::string args = "bench --synthetic " + config +
+                           " --backend cpu --threads 1 --gen-length 16 --batch-size 1,3 "
+                           "--block-length 16 --repeat 3 --warmup 0 -q";
+  const auto r = run_unmask(args + " --format json");
+  REQUIRE(r.exit_code == 0);
+  const json j = json::parse(r.out);
+  REQUIRE(j["results"].size() == 2);
+  const double first = j["results"][0]["tokens_per_second"].get<double>();
+  for (const json& res : j["results"]) {
+    // Synthetic weights: every generated position counts, in every run.
+    CHECK(res["generated_tokens"] == 16 * res["batch_size"].get<int>());
+    const double tok_s = res["tokens_per_second"].get<double>();
+    CHECK(res["ms_per_token"].get<double>() == doctest::Approx(1000.0 / tok_s));
+    CHECK(res["tokens_per_second_min"].get<double>() <= tok_s);
+    CHECK(res["tokens_per_second_max"].get<double>() >= tok_s);
+    CHECK(res["tokens_per_second_min"].get<double>() > 0);
+    CHECK(res["speedup"].get<double>() == doctest::Approx(tok_s / first));
+  }
+  CHECK(j["results"][0]["speedup"].get<double>() == 1.0);
+
+  const auto csv = run_unmask(args + " --format csv");
+  REQUIRE(csv.exit_code == 0);
+  const std::string header = csv.out.substr(0, csv.out.find('\n'));
+  for (const char* col : {"generated_tokens", "ms_per_token", "tokens_per_second_min",
+                          "tokens_per_second_max", "speedup"}) {
+    CAPTURE(col);
+    CHECK(("," + header + ",").find("," + std::string(col) + ",") != std::string::npos);
+  }
+
+  const auto text = run_unmask(args);
+  REQUIRE(text.exit_code == 0);
+  for (const char* col : {"tokens", "tok/s min-max", "ms/tok", "speed-up"}) {
+    CAPTURE(col);
+    CHECK(text.out.find(col) != std::string::npos);
+  }
+  CHECK(text.out.find(" 1.00x ") != std::string::npos);  // the first row against itself
+  CHECK(text.out.find("      48 ") != std::string::npos);  // 3 requests x 16 tokens
+}
+
+namespace {
+
+// generate's own statistics for `prompt` on the bundled model: {answer tokens counted, prompt tokens}.
+std::pair<int, int> generate_counts(const std::string& prompt, const std::string& settings) {
+  std::string quoted = "'";
+  for (char c : prompt) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  const auto g = run_unmask(settings + " --format json " + quoted + "'");
+  REQUIRE(g.exit_code == 0);
+  const json j = json::parse(g.out);
+  return {j["stats"]["generated_tokens"].get<int>(), j["stats"]["prompt_tokens"].get<int>()};
+}
+
+}  // namespace
+
+TEST_CASE("bench on a model prompts with built-in verse openings, and the header and JSON say so") {
+  const std::string args = "bench --gen-length 32 --block-length 4 --repeat 1 --warmup 0 -q";
+  const auto r = run_unmask(args + " --batch-size 8 --format json");  // the bundled model
+  REQUIRE(r.exit_code == 0);
+  const json j = json::parse(r.out);
+  CHECK(j["prompts"]["source"] == "built-in verse openings");
+  CHECK(j["prompts"]["description"] == "built-in verse openings (8)");
+  CHECK(j["prompts"]["count"] == builtin_bench_prompts().size());
+  REQUIRE(builtin_bench_prompts().size() == 8);
+  // One request per built-in prompt: the tokens are those generate counts for each of them.
+  int tokens = 0, prompt_tokens = 0;
+  for (const std::string& p : builtin_bench_prompts()) {
+    const auto [answer, prompt] = generate_counts(p, "--gen-length 32 --block-length 4");
+    tokens += answer;
+    prompt_tokens += prompt;
+  }
+  CHECK(j["results"][0]["generated_tokens"] == tokens);
+  CHECK(j["results"][0]["prompt_length"].get<double>() == doctest::Approx(prompt_tokens / 8.0));
+  CHECK(tokens > 8 * 2);  // not the one-token answers of random ids
+
+  const auto text = run_unmask(args);
+  REQUIRE(text.exit_code == 0);
+  CHECK(text.out.find("\nprompts: built-in verse openings (8)\n") != std::string::npos);
+  const auto csv = run_unmask(args + " --format csv");
+  REQUIRE(csv.exit_code == 0);
+  CHECK(csv.out.find(",\"built-in verse openings (8)\",") != std::string::npos);
+
+  // Random weights keep random ids, of --prompt-length tokens.
+  unmask::test::TempDir dir("unmask_bench_random");
+  const auto s = run_unmask("bench --synthetic " + tiny_config(dir.path.string()) +
+                            " --threads 1 --gen-length 8 --prompt-length 7 --repeat 1 --warmup 0 -q");
+  REQUIRE(s.exit_code == 0);
+  CHECK(s.out.find("\nprompts: random ids (7 tokens)\n") != std::string::npos);
+}
+
+TEST_CASE("bench --prompts FILE: one prompt a line, blank lines skipped, cycled over requests and runs") {
+  unmask::test::TempDir dir("unmask_bench_prompts");
+  const std::string file = dir / "prompts.txt";
+  // CRLF line ends, a blank line and one of spaces: three prompts.
+  std::ofstream(file, std::ios::binary) << "In the beginning\r\n\r\n   \nJesus wept\r\n"
+                                           "And God said unto Moses, I AM THAT I AM\n";
+  const std::string gen = "--gen-length 32 --block-length 4";
+  const std::pair<int, int> counts[] = {generate_counts("In the beginning", gen),
+                                        generate_counts("Jesus wept", gen),
+                                        generate_counts("And God said unto Moses, I AM THAT I AM", gen)};
+  // 2 requests x 2 runs: prompts 1, 2 | 3, 1.
+  const auto r = run_unmask("bench " + gen + " --prompts " + file +
+                            " --batch-size 2 --repeat 2 --warmup 0 -q --format json");
+  REQUIRE(r.exit_code == 0);
+  const json j = json::parse(r.out);
+  CHECK(j["prompts"]["source"] == "file");
+  CHECK(j["prompts"]["file"] == file);
+  CHECK(j["prompts"]["description"] == file + " (3 lines)");
+  CHECK(j["prompts"]["count"] == 3);
+  const json& res = j["results"][0];
+  const double tokens = (counts[0].first + counts[1].first + counts[2].first + counts[0].first) / 2.0;
+  const double prompt = (counts[0].second + counts[1].second + counts[2].second + counts[0].second) / 4.0;
+  CHECK(res["generated_tokens"].get<double>() == doctest::Approx(tokens));
+  CHECK(res["prompt_length"].get<double>() == doctest::Approx(prompt));
+
+  const auto text = run_unmask("bench " + gen + " --prompts " + file + " --repeat 1 --warmup 0 -q");
+  REQUIRE(text.exit_code == 0);
+  CHECK(text.out.find("\nprompts: " + file + " (3 lines)\n") != std::string::npos);
+}
+
+TEST_CASE("bench --prompts: a bad file is one line naming it (and the line), exit 3; bad combinations exit 2") {
+  unmask::test::TempDir dir("unmask_bench_badprompts");
+  auto expect = [](const std::string& args, int code, const std::string& phrase) {
+    CAPTURE(args);
+    const auto r = run_unmask("bench --gen-length 16 --block-length 4 --repeat 1 --warmup 0 -q " + args);
+    CHECK(r.exit_code == code);
+    CHECK(r.err.find(phrase) != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.out.empty());
+  };
+  const std::string missing = dir / "missing.txt";
+  expect("--prompts " + missing, 3, missing + ": cannot read it: no such file");
+  expect("--prompts " + dir.path.string(), 3, "it is a directory");
+  const std::string bad = dir / "bad.txt";
+  std::ofstream(bad, std::ios::binary) << "In the beginning\n\nJesus \xff wept\n";
+  expect("--prompts " + bad, 3, bad + ":3: not valid UTF-8");
+  const std::string nul = dir / "nul.txt";
+  std::ofstream(nul, std::ios::binary) << std::string("a\0b\n", 4);
+  expect("--prompts " + nul, 3, nul + ":1: holds a NUL byte");
+  const std::string blank = dir / "blank.txt";
+  std::ofstream(blank) << "\n  \n\t\n";
+  expect("--prompts " + blank, 3, blank + ": no prompts: every line is blank");
+  const std::string longer = dir / "long.txt";
+  std::ofstream(longer) << "Jesus wept\n" << std::string(3000, 'x') << "\n";
+  expect("--prompts " + longer, 3, longer + ":2: the prompt's");
+  expect("--prompts " + bad + " --synthetic default", 2, "--prompts needs a model's tokenizer");
+  expect("--prompt-length 8", 2, "--prompt-length sets the random-id prompts of --synthetic");
+}
+
+TEST_CASE("bench --format csv: one header when appended (>> or a continued >), none with --no-header") {
+  unmask::test::TempDir dir("unmask_bench_csv");
+  const std::string args = " bench --synthetic " + tiny_config(dir.path.string()) +
+                           " --threads 1 --gen-length 8 --batch-size 1,2 --repeat 1 --warmup 0 -q ";
+  const std::string bin = "env -u UNMASK_MODEL " + std::string(UNMASK_BINARY) + args;
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  auto lines = [](const std::string& s) { return std::count(s.begin(), s.end(), '\n'); };
+  auto headers = [](const std::string& s) {
+    size_t n = 0;
+    for (size_t at = s.find("hostname,"); at != std::string::npos; at = s.find("hostname,", at + 1)) n++;
+    return n;
+  };
+
+  const auto plain = run_unmask(args + "--format csv");  // to a fresh file: the header
+  REQUIRE(plain.exit_code == 0);
+  CHECK(plain.out.rfind("hostname,cpu,", 0) == 0);
+  CHECK(lines(plain.out) == 3);
+
+  const auto bare = run_unmask(args + "--format csv --no-header");
+  REQUIRE(bare.exit_code == 0);
+  CHECK(headers(bare.out) == 0);
+  CHECK(lines(bare.out) == 2);
+
+  // Appending twice: one header, then four rows.
+  const std::string appended = dir / "runs.csv";
+  for (int i = 0; i < 2; i++)
+    REQUIRE(std::system((bin + "--format csv >> " + appended + " 2>&1").c_str()) == 0);
+  const std::string a = slurp(appended);
+  CHECK(headers(a) == 1);
+  CHECK(a.rfind("hostname,cpu,", 0) == 0);
+  CHECK(lines(a) == 5);
+
+  // Two commands under one > redirection: the second starts past the file's start.
+  const std::string continued = dir / "continued.csv";
+  REQUIRE(std::system(("(" + bin + "--format csv; " + bin + "--format csv) > " + continued).c_str()) == 0);
+  CHECK(headers(slurp(continued)) == 1);
+  CHECK(lines(slurp(continued)) == 5);
+
+  // > empties the file first: the header again.
+  REQUIRE(std::system((bin + "--format csv > " + appended).c_str()) == 0);
+  CHECK(headers(slurp(appended)) == 1);
+  CHECK(lines(slurp(appended)) == 3);
+
+  const auto json_bad = run_unmask(args + "--format json --no-header");
+  CHECK(json_bad.exit_code == 2);
+  CHECK(json_bad.err.find("--no-header applies to --format csv only") != std::string::npos);
+}
+
+TEST_CASE("bench's text table ends with a legend: one line per column, on stdout") {
+  unmask::test::TempDir dir("unmask_bench_legend");
+  const std::string args = "bench --synthetic " + tiny_config(dir.path.string()) +
+                           " --threads 1 --gen-length 8 --repeat 1 --warmup 0 -q";
+  const std::vector<std::string> columns = {
+      "cache", "gen", "batch", "steps", "block", "tokens", "tok/s", "tok/s min-max", "ms/tok",
+      "speed-up", "steps/s", "ms/fwd", "p90 ms", "fwd", "GFLOP/s", "peak MiB"};
+  const std::vector<std::string> baseline = {"GEMM GF/s", "frac", "copy GB/s", "fwd/read"};
+  for (bool with_baseline : {false, true}) {
+    CAPTURE(with_baseline);
+    const auto r = run_unmask(args + (with_baseline ? " --baseline" : ""));
+    REQUIRE(r.exit_code == 0);
+    const size_t at = r.out.find("\ncolumns:\n");
+    REQUIRE(at != std::string::npos);
+    const std::string table = r.out.substr(0, at), legend = r.out.substr(at + 10);
+    auto legend_line = [&](const std::string& name) {
+      return ("\n" + legend).find("\n  " + name + "  ") != std::string::npos;
+    };
+    for (const std::string& c : columns) {
+      CAPTURE(c);
+      CHECK(table.find(c) != std::string::npos);
+      CHECK(legend_line(c));
+    }
+    for (const std::string& c : baseline) {
+      CAPTURE(c);
+      CHECK(legend_line(c) == with_baseline);
+      CHECK((table.find(c) != std::string::npos) == with_baseline);
+    }
+    CHECK(static_cast<size_t>(std::count(legend.begin(), legend.end(), '\n')) ==
+          columns.size() + (with_baseline ? baseline.size() : 0));
+    CHECK(legend.find("MiB (2^20 bytes)") != std::string::npos);
+  }
+}

@@ -442,6 +442,7 @@ TEST_CASE("cuda host: the forward keys its layers by shape and buffers, so steps
     void download(void* d, const void* s, size_t n) override { cpu->download(d, s, n); }
     void copy(void* d, const void* s, size_t n) override { cpu->copy(d, s, n); }
     size_t peak_bytes() const override { return cpu->peak_bytes(); }
+    void reset_peak() override { cpu->reset_peak(); }
     Tensor random_weight(int64_t r, int64_t c, DType d, uint64_t s, float k) override {
       return cpu->random_weight(r, c, d, s, k);
     }

@@ -18,7 +18,9 @@ struct BenchOptions {
   std::vector<int> batch_sizes = {1};
   std::vector<int> steps;               // empty: gen-length
   std::vector<int> block_lengths;       // empty: the model's default rule (options.h)
-  int prompt_length = 16;
+  std::optional<int> prompt_length;     // random-id prompts (--synthetic only); default 16
+  std::string prompts_file;             // --prompts: one text prompt a line (models only)
+  bool no_header = false;               // --no-header: CSV rows only
   int repeat = 3, warmup = 1;
   float cfg_scale = 0.f;
   std::optional<float> threshold;
@@ -30,6 +32,10 @@ struct BenchOptions {
 
 CLI::App* add_bench_command(CLI::App& app, BenchOptions& o);
 int run_bench(const BenchOptions& o);
+
+// Held-out verse openings of the bundled model's corpus: bench's prompts for a model unless
+// --prompts gives others.
+const std::vector<std::string>& builtin_bench_prompts();
 
 // Linear-interpolated percentile (q in [0, 1]) of `v`; 0 when empty.
 double percentile(std::vector<double> v, double q);

@@ -72,6 +72,11 @@ class Backend {
   // dst = src, both in backend memory (the memory-bandwidth baseline of `unmask bench`).
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual size_t peak_bytes() const = 0;  // high-water mark of alloc + uploaded weights
+  // Starts a new high-water mark at the bytes live now (`unmask bench` gives each row its own).
+  virtual void reset_peak() = 0;
+  // Frees the scratch the backend grew on demand for its own ops (regrown when next needed), so
+  // a smaller workload after a larger one does not keep the larger one's memory.
+  virtual void release_scratch() {}
   // A [rows, cols] weight of `dtype` in backend memory, element i = synthetic_weight(seed, i,
   // scale) rounded to dtype (rng.h): synthetic models of a real shape, no file needed, identical
   // on every backend. Freed with the backend.

@@ -155,6 +155,7 @@ class CpuBackend final : public Backend {
     });
   }
   size_t peak_bytes() const override { return peak_bytes_; }
+  void reset_peak() override { peak_bytes_ = live_bytes_; }
 
   void embed(const int32_t* ids, const Tensor& table, Tensor& out) override {
     UNMASK_CHECK(out.cols == table.cols, "embed width mismatch");

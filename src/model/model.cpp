@@ -96,6 +96,16 @@ void Model::release() {
   cap_tokens_ = cap_out_ = cap_seqs_ = 0;
 }
 
+void Model::release_buffers() {
+  release();
+  for (Tensor& t : cache_k_) backend_.free(t.data);
+  for (Tensor& t : cache_v_) backend_.free(t.data);
+  cache_k_.clear();
+  cache_v_.clear();
+  cache_rows_cap_ = 0;
+  buffers_generation_++;
+}
+
 void Model::reserve(int32_t max_tokens, int32_t max_out_rows, int32_t max_seqs) {
   max_tokens = std::max(max_tokens, 1);
   max_out_rows = std::max(max_out_rows, 1);

@@ -52,6 +52,9 @@ class Model {
   // Sizes the KV cache: `rows` cached positions per layer (slots of all requests together).
   void reserve_cache(int32_t rows);
   int32_t cache_rows() const { return cache_rows_cap_; }
+  // Frees every activation buffer and the KV cache (the next forward sizes them afresh): a
+  // smaller workload after a larger one then holds only its own memory.
+  void release_buffers();
 
   // Logits [n_out, vocab_size] in backend memory, valid until the next forward().
   Tensor forward(const ForwardBatch& batch);
