@@ -531,6 +531,8 @@ void print_table(const ojson& report) {
               report["backend"].get<std::string>().c_str(),
               report["device"].get<std::string>().c_str(),
               report["git_commit"].get<std::string>().c_str());
+  for (const auto& line : report["backend_details"])
+    std::printf("%s\n", line.get<std::string>().c_str());
   std::printf("prompts: %s\n", report["prompts"]["description"].get<std::string>().c_str());
   const bool baseline = !report["results"].empty() &&
                         !report["results"][0]["baseline_gflops_per_second"].is_null();
@@ -712,6 +714,8 @@ int run_bench(const BenchOptions& o) {
                        {"cores", std::thread::hardware_concurrency()}};
   report["backend"] = subject.be().name();
   report["device"] = subject.be().device();
+  // How the backend computes (BLAS kernels, weights widened at load): needed to compare machines.
+  report["backend_details"] = subject.be().details();
   report["model"] = {{"name", subject.name},
                      {"synthetic", subject.is_synthetic()},
                      {"d_model", config.d_model},
