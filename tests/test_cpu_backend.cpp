@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <set>
@@ -161,4 +162,30 @@ TEST_CASE("cli: a CPU run loads neither cuBLAS nor the CUDA runtime nor OpenMP")
   CHECK(text.find("libcudart") == std::string::npos);
   CHECK(text.find("libunmask-cuda") == std::string::npos);
   CHECK(text.find("libgomp") == std::string::npos);
+}
+
+TEST_CASE("thread pool: when a worker is late loop after loop, the caller runs the next loops alone") {
+  ThreadPool pool(2);
+  // The caller holds its task until the worker has taken the other, and the worker's task then
+  // sleeps: the caller waits, as it would for a worker the OS has descheduled.
+  std::atomic<int> on_worker{0};
+  for (int loop = 0; loop < 60 && pool.solo_loops() == 0; loop++) {
+    std::atomic<int> started{0};
+    pool.run(2, 2, [&](int64_t, int thread) {
+      started.fetch_add(1);
+      if (thread == 1) {
+        on_worker.fetch_add(1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        return;
+      }
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+      while (started.load() < 2 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+    });
+  }
+  // The first loops (a moving average) pass before the rule switches to the caller alone.
+  CHECK(on_worker.load() > 0);
+  REQUIRE(pool.solo_loops() > 0);
+  std::set<int> threads_used;
+  pool.run(8, 2, [&](int64_t, int thread) { threads_used.insert(thread); });
+  CHECK(threads_used == std::set<int>{0});
 }

@@ -44,8 +44,9 @@ void widen(const void* src, DType dtype, int64_t count, float* dst) {
 // milliseconds while a descheduled thread is waited for; so a loop gets one thread per this much
 // work (element updates for elementwise ops, multiply-adds for GEMMs), and small ones run on the
 // calling thread alone.
-constexpr int64_t kElementsPerThread = int64_t{1} << 17;
-constexpr double kMacsPerThread = 4e6;  // multiply-adds: ~80 us of one core's sgemm
+constexpr int64_t kElementsPerThread = int64_t{1} << 19;
+constexpr int kChunksPerThread = 4;
+constexpr double kMacsPerThread = 16e6;  // multiply-adds: ~300 us of one core's sgemm
 
 // Weights of another dtype are widened to f32 at load while their f32 copies fit this budget;
 // the rest are widened a tile at a time inside each matmul.
@@ -194,7 +195,10 @@ class CpuBackend final : public Backend {
     // Each thread owns a contiguous range of output columns (weight rows): no reduction needed,
     // and each widens only the weight rows it multiplies.
     const int threads = threads_for(static_cast<double>(n) * k * m);
-    const int64_t chunk = ((m + threads - 1) / threads + 15) / 16 * 16;
+    // note: a few chunks per thread, handed out as threads come free: a thread that the OS
+    // deschedules (a busy machine) then delays the loop by one chunk, not by half the work.
+    const int64_t n_chunks = threads == 1 ? 1 : std::min<int64_t>(kChunksPerThread * threads, (m + 63) / 64);
+    const int64_t chunk = ((m + n_chunks - 1) / n_chunks + 15) / 16 * 16;
     const size_t row_bytes = static_cast<size_t>(k) * dtype_bytes(w.dtype);
     // note: weights past the widening budget are widened a tile of rows at a time, so a big bf16
     // model never needs an fp32 copy of itself; a tile stays in L2.
@@ -203,7 +207,7 @@ class CpuBackend final : public Backend {
       if (static_cast<int>(weight_tiles_.size()) < threads) weight_tiles_.resize(threads);
       for (auto& tile : weight_tiles_) ensure_scratch(tile, static_cast<size_t>(tile_rows * k));
     }
-    pool_.run(threads, threads, [&](int64_t t, int thread) {
+    pool_.run((m + chunk - 1) / chunk, threads, [&](int64_t t, int thread) {
       const int64_t r_begin = std::min(m, t * chunk), r_end = std::min(m, r_begin + chunk);
       if (w.dtype == DType::F32) {
         if (r_end > r_begin)
@@ -394,8 +398,9 @@ class CpuBackend final : public Backend {
       if (n > 0) fn(0, n);
       return;
     }
-    const int64_t chunk = (n + threads - 1) / threads;
-    pool_.run(threads, threads, [&](int64_t t, int) {
+    const int64_t n_chunks = std::min<int64_t>(n, kChunksPerThread * threads);
+    const int64_t chunk = (n + n_chunks - 1) / n_chunks;
+    pool_.run((n + chunk - 1) / chunk, threads, [&](int64_t t, int) {
       const int64_t begin = std::min(n, t * chunk), end = std::min(n, begin + chunk);
       if (end > begin) fn(begin, end);
     });

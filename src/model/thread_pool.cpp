@@ -13,6 +13,11 @@ namespace {
 // How long an idle thread polls before sleeping. Measured on 2 cores: a wake-up from sleep costs
 // 10-50 us, a forward pass of the bundled model runs a loop every 0.1-1 ms.
 constexpr auto kSpin = std::chrono::microseconds(50);
+// The late-worker rule: above this average share of a loop spent waiting for late workers, the
+// next kSoloLoops loops (a few forward passes) run on the caller alone.
+constexpr double kLateShare = 0.3;
+constexpr double kLateAverageWeight = 1.0 / 16;
+constexpr int kSoloLoops = 500;
 
 inline void cpu_relax() {
 #if defined(__x86_64__)
@@ -75,6 +80,11 @@ void ThreadPool::run(int64_t n_tasks, int max_threads,
   if (n_tasks <= 0) return;
   int threads = std::min<int64_t>({static_cast<int64_t>(max_threads), size(), n_tasks});
   if (threads < 1) threads = 1;
+  if (threads > 1 && solo_left_ > 0) {
+    solo_left_--;
+    solo_loops_total_++;
+    threads = 1;
+  }
   fn_ = &fn;
   n_tasks_ = n_tasks;
   active_threads_ = threads;
@@ -87,12 +97,22 @@ void ThreadPool::run(int64_t n_tasks, int max_threads,
     generation_.fetch_add(1, std::memory_order_release);
     generation_.notify_all();
   }
+  const auto start = std::chrono::steady_clock::now();
   work(0);
   if (threads > 1) {
+    const auto own_done = std::chrono::steady_clock::now();
     if (!spin_until([&] { return busy_.load(std::memory_order_acquire) == 0; })) {
       for (int left = busy_.load(std::memory_order_acquire); left != 0;
            left = busy_.load(std::memory_order_acquire))
         busy_.wait(left, std::memory_order_acquire);
+    }
+    const double worked = std::chrono::duration<double>(own_done - start).count();
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - own_done).count();
+    const double share = waited / std::max(worked + waited, 1e-9);
+    late_share_ += kLateAverageWeight * (share - late_share_);
+    if (late_share_ > kLateShare) {
+      solo_left_ = kSoloLoops;
+      late_share_ = 0.0;
     }
   }
   fn_ = nullptr;
