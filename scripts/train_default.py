@@ -149,8 +149,8 @@ README_TEMPLATE = """# unmask default model
 
 A small masked-diffusion language model (LLaDA architecture and objective)
 trained from scratch on the King James Bible, bundled so that `unmask` works
-out of the box. It is a toy: it continues a verse prefix in KJV style for a
-verse or two.
+out of the box. It is a toy: it continues a verse prefix in KJV style for
+about 50 words, running on across verses.
 
 ## Provenance
 
