@@ -130,7 +130,7 @@ BatchLine parse_batch_line(const std::string& text, int line) {
   if (j.is_discarded()) {
     out.error = "invalid JSON";
     try {
-      (void)json::parse(text);
+      [[maybe_unused]] const json reparsed = json::parse(text);  // throws with the position
     } catch (const json::parse_error& e) {
       // "[json.exception.parse_error.101] parse error at line 1, column 9: ..." -> from "line".
       const std::string what = e.what();
