@@ -269,8 +269,10 @@ llama_version() {
 
 PROMPT=$(h prompt "$MODEL/tokenizer.model" $PROMPT_LEN "$TMP/ids.json")
 echo "prompt ($PROMPT_LEN tokens): $PROMPT"
-echo "unmask: $UNMASK ($("$UNMASK" --version 2>&1 | head -1))"
+echo "unmask: $UNMASK ($("$UNMASK" --version 2>&1 | head -1), built $(date -r "$UNMASK" '+%F %T'))"
 echo "  OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE-<unset>}; OpenBLAS: $(blas_core)"
+w=$("$UNMASK" info -m "$MODEL" --backend cpu 2>/dev/null | grep -m1 '^weights:' || true)
+[[ -z $w ]] || echo "  $w"
 echo "llama.cpp: $CLI, $(llama_version)"
 echo "  $(grep -E '^GGML_(NATIVE|AVX512|BLAS|OPENMP|CPU_ALL_VARIANTS|BACKEND_DL):' \
   "$LLAMA/build/CMakeCache.txt" 2>/dev/null | tr '\n' ' ')"
