@@ -35,9 +35,19 @@
 #   environment, and asking it.
 #   Run it on an otherwise idle machine, with T at most the number of idle cores: ggml's
 #   threads meet at spinning barriers after every op, so when one of them shares a core with
-#   another busy process llama.cpp slows down several-fold (measured: 5-10x at 2 threads on 2
+#   another busy process llama.cpp slows down several-fold (measured: 5-14x at 2 threads on 2
 #   cores next to one busy process), far more than unmask does. The 1-minute load average is
 #   printed before and after the timing runs.
+#
+# Baseline (2026-11-29; 2-core AVX-512 VM, idle; unmask built 23:48 with OpenBLAS 0.3.21
+# SkylakeX kernels, weights widened to f32 at load; llama.cpp 3f545be, GGML_NATIVE, bf16 GGUF;
+# random d512 8-layer model; ms per forward, median (min-max) of 3; ratio = llama.cpp/unmask):
+#   threads canvas  unmask              llama.cpp           ratio
+#   2       128     73.3 (62.1-77.8)    79.1 (77.7-83.8)    1.08
+#   2       256     139.7 (127.1-146.4) 151.2 (150.3-163.6) 1.08
+#   1       128     79.0 (78.7-90.6)    131.8 (130.7-132.9) 1.67
+#   1       256     173.1 (160.9-179.0) 272.6 (269.9-275.6) 1.58
+#   f32 GGUF, 2 threads, canvas 128: unmask 73.1, llama.cpp 69.0 ms (ratio 0.94).
 #
 # What it measures: MODEL_DIR is written as a GGUF (scripts/llada_gguf.py, --outtype, default
 # bf16 = the checkpoint's bits) under a temp dir. For each thread count T and canvas C, prompt
