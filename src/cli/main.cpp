@@ -1,4 +1,4 @@
-// unmask command line: generate (default), batch, bench and info; errors mapped to exit codes.
+// unmask command line: generate (default), batch, bench, serve and info; errors mapped to exit codes.
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
@@ -12,10 +12,12 @@
 #include "cli/bench.h"
 #include "cli/options.h"
 #include "cli/output.h"
+#include "cli/serve.h"
 #include "cli/visual.h"
 #include "common.h"
 #include "decode/engine.h"
 #include "decode/session.h"
+#include "decode/text_stream.h"
 #include "io/tensor_check.h"
 
 namespace unmask {
@@ -55,9 +57,35 @@ void run_visual(Engine& engine, Sampler& sampler, const Session& session) {
   display.finish();
 }
 
+// Steps the sampler alone, printing the answer's text on stdout as it becomes final (TextStream):
+// block by block under LLaDA's loop, later under Dream's whole-answer loop. Returns the text
+// printed, which is the plain run's text.
+std::string run_streaming(Engine& engine, Sampler& sampler, const Session& session, bool keep_special) {
+  TextStream stream(*session.tokenizer, session.config.stop_token_ids, session.config.mask_token_id,
+                    keep_special, {}, 0);
+  bool head_printed = false;
+  for (;;) {
+    const std::string delta = stream.advance(sampler.filled_prompt(), sampler.answer(), sampler.done());
+    // Infilling: the filled prompt is part of the answer; it is final before any answer text is.
+    if (!head_printed && (!delta.empty() || sampler.done()) && sampler.prompt_masks() > 0) {
+      std::cout << filled_prompt_text(session, sampler, keep_special);
+      head_printed = true;
+    }
+    if (!delta.empty()) std::cout << delta << std::flush;
+    if (sampler.done()) break;
+    engine.step({&sampler});
+  }
+  return stream.text();
+}
+
 int run_generate(const CommonOptions& common, const GenerationOptions& gen,
                  const PromptOptions& prompt_options, const std::vector<std::string>& prompt_words,
-                 bool visual) {
+                 bool visual, bool stream) {
+  if (stream && common.format == "json")
+    fail_usage("--stream prints text as it becomes final; --format json prints one object at the "
+               "end: choose one");
+  if (stream && visual)
+    fail_usage("--stream and --visual both draw the answer as it fills in: choose one");
   const std::string prompt = read_prompt(prompt_words, common.quiet);
   auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
                               common.mask_id);
@@ -79,13 +107,18 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
                  settings.cache != CacheMode::None);
   const auto t0 = std::chrono::steady_clock::now();
   // Not a terminal: --visual falls back to the plain output.
-  if (visual && visual_available(STDERR_FILENO)) {
+  if (stream) {
+    run_streaming(engine, sampler, *session, prompt_options.keep_special);
+  } else if (visual && visual_available(STDERR_FILENO)) {
     run_visual(engine, sampler, *session);
   } else {
     engine.run({&sampler});
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!sampler.error().empty()) fail_runtime(sampler.error());
+  if (!sampler.error().empty()) {
+    if (stream) std::cout << std::endl;  // the text printed so far ends its line
+    fail_runtime(sampler.error());
+  }
 
   const bool keep = prompt_options.keep_special;
   const std::vector<int32_t> answer = sampler.answer();
@@ -121,6 +154,9 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
     j["settings"] = settings_json(settings);
     j["stats"] = stats_json(stats);
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else if (stream) {
+    std::cout << "\n";
+    if (!common.quiet) std::cerr << stats_line(stats) << "\n";
   } else {
     // Infilling: the prompt's holes are part of the answer, so the whole filled text is printed.
     if (sampler.prompt_masks() > 0) std::cout << filled_prompt_text(*session, sampler, keep);
@@ -236,6 +272,7 @@ int run(int argc, char** argv) {
   PromptOptions prompt_options;
   std::vector<std::string> prompt;
   bool visual = false;
+  bool stream = false;
   // `unmask [OPTIONS] PROMPT` and `unmask generate [OPTIONS] PROMPT` are the same command.
   CLI::App* generate = app.add_subcommand("generate", "Generate an answer for one prompt (default)");
   for (CLI::App* target : {static_cast<CLI::App*>(&app), generate}) {
@@ -244,6 +281,9 @@ int run(int argc, char** argv) {
     add_prompt_options(*target, prompt_options);
     target->add_flag("--visual", visual,
                      "Show the canvas filling in on stderr (a terminal only; NO_COLOR: no colour)");
+    target->add_flag("--stream", stream,
+                     "Print the answer's text on stdout as it becomes final (the committed tokens "
+                     "from its start): block by block under --alg llada, later under Dream's loop");
     target->add_option("prompt", prompt,
                        "Prompt text; several words are joined by spaces; read from stdin when "
                        "absent or '-'");
@@ -252,6 +292,8 @@ int run(int argc, char** argv) {
   CLI::App* batch_cmd = add_batch_command(app, batch);
   BenchOptions bench;
   CLI::App* bench_cmd = add_bench_command(app, bench);
+  ServeOptions serve;
+  CLI::App* serve_cmd = add_serve_command(app, serve);
   CommonOptions info_common;
   bool check_weights = false;
   CLI::App* info = app.add_subcommand("info", "Show model, tokenizer, backend and device facts");
@@ -274,7 +316,7 @@ int run(int argc, char** argv) {
   }
   // note: options typed before a subcommand's name belong to the default command; with a
   // subcommand they would be dropped without a word, so they are refused.
-  for (CLI::App* sub : {generate, batch_cmd, bench_cmd, info}) {
+  for (CLI::App* sub : {generate, batch_cmd, bench_cmd, serve_cmd, info}) {
     if (!sub->parsed()) continue;
     for (const CLI::Option* opt : app.get_options()) {
       if (opt->count() == 0) continue;
@@ -290,7 +332,8 @@ int run(int argc, char** argv) {
   if (info->parsed()) return run_info(info_common, check_weights);
   if (batch_cmd->parsed()) return run_batch(batch);
   if (bench_cmd->parsed()) return run_bench(bench);
-  return run_generate(common, gen, prompt_options, prompt, visual);
+  if (serve_cmd->parsed()) return run_serve(serve);
+  return run_generate(common, gen, prompt_options, prompt, visual, stream);
 }
 
 }  // namespace

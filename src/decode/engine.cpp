@@ -25,6 +25,12 @@ void Engine::reserve(int32_t n_requests, int32_t canvas_length, bool cfg, bool c
   }
 }
 
+void Engine::resize_cache_slots(int32_t rows) {
+  slots_.clear();
+  free_slots_.clear();
+  slot_rows_ = rows;
+}
+
 int32_t Engine::slot_for(const Sampler* s, const std::vector<Sampler*>& active) {
   if (auto it = slots_.find(s); it != slots_.end()) return it->second;
   // Reclaim the slots of requests that finished or left the batch.

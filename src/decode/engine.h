@@ -38,7 +38,17 @@ class Engine {
   // Runs the samplers to completion together.
   void run(const std::vector<Sampler*>& samplers);
 
+  // Canvas rows each KV cache slot holds (0 before the first cached request): a cached request's
+  // canvas must fit in one.
+  int32_t cache_slot_rows() const { return slot_rows_; }
+  // Makes every slot hold `rows` canvas rows. Only while no running request holds a slot: their
+  // cached keys and values would be torn apart (the server calls it when its batch has none).
+  void resize_cache_slots(int32_t rows);
+
   const EngineStats& stats() const { return stats_; }
+  // Drops the per-forward times (stats().forward_ms), which a long-running server would
+  // otherwise accumulate without bound; the totals stay.
+  void forget_forward_times() { stats_.forward_ms.clear(); }
   Model& model() { return model_; }
 
  private:
