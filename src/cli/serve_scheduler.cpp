@@ -94,29 +94,37 @@ void ServeScheduler::end_with_error(ServeJob& job, int status, const std::string
   job.finished = true;
 }
 
-bool ServeScheduler::admissible(const ServeJob& job) const {
-  const GenerationSettings& s = job.request.settings;
-  if (s.cache == CacheMode::None) return true;
-  const int32_t canvas = static_cast<int32_t>(job.request.prompt_ids.size()) + s.gen_length;
-  if (canvas <= engine_.cache_slot_rows()) return true;
-  // A larger slot for everyone: only once no running request holds cached keys and values.
-  for (const Running& r : running_)
-    if (r.sampler->settings().cache != CacheMode::None) return false;
-  return true;
+int32_t ServeScheduler::cache_rows_for(const ServeJob& job) const {
+  // note: once one request in the batch uses the KV cache, the engine gives every request of
+  // the batch a slot, so every canvas must fit one.
+  auto canvas = [](const ServeRequest& q) {
+    return static_cast<int32_t>(q.prompt_ids.size()) + q.settings.gen_length;
+  };
+  bool any_cache = job.request.settings.cache != CacheMode::None;
+  bool slots_live = false;
+  int32_t need = canvas(job.request);
+  for (const Running& r : running_) {
+    const bool cached = r.job->request.settings.cache != CacheMode::None;
+    any_cache = any_cache || cached;
+    slots_live = slots_live || cached;
+    need = std::max(need, canvas(r.job->request));
+  }
+  if (!any_cache || need <= engine_.cache_slot_rows()) return 0;
+  // Larger slots for everyone: only while no running request holds cached keys and values.
+  return slots_live ? -1 : need;
 }
 
 void ServeScheduler::admit() {
-  // Strict arrival order: a request that must wait for a larger KV cache slot holds back the
-  // ones behind it, so none waits forever.
-  while (static_cast<int>(running_.size()) < max_batch_ && !queue_.empty() && admissible(*queue_.front())) {
+  // Strict arrival order: a request that must wait for larger KV cache slots holds back the ones
+  // behind it, so none waits forever.
+  while (static_cast<int>(running_.size()) < max_batch_ && !queue_.empty()) {
+    const int32_t rows = cache_rows_for(*queue_.front());
+    if (rows < 0) break;
     std::shared_ptr<ServeJob> job = queue_.front();
     queue_.pop_front();
     const ServeRequest& q = job->request;
     try {
-      if (q.settings.cache != CacheMode::None) {
-        const int32_t canvas = static_cast<int32_t>(q.prompt_ids.size()) + q.settings.gen_length;
-        if (canvas > engine_.cache_slot_rows()) engine_.resize_cache_slots(canvas);
-      }
+      if (rows > 0) engine_.resize_cache_slots(rows);
       Running r;
       r.job = job;
       r.sampler = std::make_unique<Sampler>(q.prompt_ids, q.settings, session_.config);

@@ -70,7 +70,9 @@ class ServeScheduler {
   };
   void loop();
   void admit();                         // under mutex_: queue -> batch while slots are free
-  bool admissible(const ServeJob& job) const;  // fits the batch's KV cache slots
+  // Whether `job` can join the batch as the KV cache slots are: 0 yes, > 0 after the slots grow
+  // to that many rows, -1 not until the running requests that hold cached slots are done.
+  int32_t cache_rows_for(const ServeJob& job) const;
   void after_step(bool failed, const std::string& why);  // under mutex_
   void finish(Running& r);              // under mutex_: result fields from the sampler
   void end_with_error(ServeJob& job, int status, const std::string& message, const std::string& code);
