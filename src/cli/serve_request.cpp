@@ -234,6 +234,7 @@ ServeRequest parse_serve_request(const std::string& body, bool chat, const Sessi
   const char* limit_key = chat && f.get("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   const std::optional<int> max_tokens = f.integer(limit_key, 1, kMaxSteps);
 
+  bool rounded = false;  // max_tokens was rounded up to whole blocks
   try {
     if (chat && (session.chat.format == ChatFormat::None || session.chat.format == ChatFormat::Unknown))
       bad_request("messages", std::string("this model has ") +
@@ -256,6 +257,7 @@ ServeRequest parse_serve_request(const std::string& body, bool chat, const Sessi
                                          : (session.config.defaults.block_length > 0 ? session.config.defaults.block_length : 32);
         length = (length + block - 1) / block * block;
         o.block_length = block;
+        rounded = true;
       }
       o.gen_length = length;
       r.max_tokens = *max_tokens;
@@ -265,9 +267,11 @@ ServeRequest parse_serve_request(const std::string& body, bool chat, const Sessi
   } catch (const Error& e) {
     std::string param = quoted_field(e.what());
     std::string message = e.what();
-    if (param == "gen_length" && max_tokens) {
-      param = limit_key;
-      message += " (gen_length is '" + std::string(limit_key) + "' rounded up to whole blocks)";
+    // The canvas length is unmask's word; the client sent max_tokens.
+    if (max_tokens && message.find("'gen_length'") != std::string::npos) {
+      if (param == "gen_length") param = limit_key;
+      message += " ('gen_length' is '" + std::string(limit_key) + "' " + std::to_string(*max_tokens) +
+                 (rounded ? " rounded up to whole blocks)" : ")");
     }
     if (e.exit_code() != kExitUsage && e.exit_code() != kExitBadInput) throw;
     throw ApiError{400, message, param, ""};

@@ -128,8 +128,9 @@ void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const 
              "; change one so that it divides the other");
     const int blocks = s.gen_length / s.block_length;
     need(s.steps % blocks == 0, name("steps") + " " + std::to_string(s.steps) + " is not divisible by the " +
-                                    std::to_string(blocks) +
-                                    " blocks (gen-length / block-length); use a multiple of " +
+                                    std::to_string(blocks) + " blocks (" + name("gen_length") + " " +
+                                    std::to_string(s.gen_length) + " / " + name("block_length") + " " +
+                                    std::to_string(s.block_length) + "); use a multiple of " +
                                     std::to_string(blocks));
     need(s.alg_temp == 0.f, name("alg_temp") + " applies to Dream's loop (--alg maskgit_plus, "
                             "topk_margin or entropy), not to --alg llada");
