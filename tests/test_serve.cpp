@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <pty.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -556,6 +557,32 @@ TEST_CASE("generate --stream prints the plain run's text; with --format json or 
   CHECK(json_out.err.find("--stream") != std::string::npos);
   const test::CommandResult visual = test::run_unmask("--stream --visual 'And God said'");
   CHECK(visual.exit_code == 2);
+  CHECK(test::run_unmask("--stream --no-stream 'And God said'").exit_code == 2);
+}
+
+TEST_CASE("generate streams by default on a terminal, and prints the same text as through a pipe") {
+  const test::CommandResult piped = test::run_unmask("--backend cpu -q 'And God said'");
+  REQUIRE(piped.exit_code == 0);
+  int fd = -1;
+  const pid_t pid = forkpty(&fd, nullptr, nullptr, nullptr);
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execl(UNMASK_BINARY, UNMASK_BINARY, "--backend", "cpu", "-q", "And God said", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ::close(fd);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // The terminal turns "\n" into "\r\n".
+  std::string expected = piped.out;
+  expected.replace(expected.size() - 1, 1, "\r\n");
+  CHECK(out == expected);
 }
 
 }  // namespace unmask

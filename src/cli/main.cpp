@@ -80,12 +80,16 @@ std::string run_streaming(Engine& engine, Sampler& sampler, const Session& sessi
 
 int run_generate(const CommonOptions& common, const GenerationOptions& gen,
                  const PromptOptions& prompt_options, const std::vector<std::string>& prompt_words,
-                 bool visual, bool stream) {
-  if (stream && common.format == "json")
+                 bool visual, bool stream_flag, bool no_stream) {
+  if (stream_flag && no_stream) fail_usage("--stream and --no-stream contradict each other: choose one");
+  if (stream_flag && common.format == "json")
     fail_usage("--stream prints text as it becomes final; --format json prints one object at the "
                "end: choose one");
-  if (stream && visual)
+  if (stream_flag && visual)
     fail_usage("--stream and --visual both draw the answer as it fills in: choose one");
+  // A person at a terminal sees the text as it becomes final; a pipe or file gets the whole text
+  // at once (the same bytes), so a script never reads half an answer from a run that then fails.
+  const bool stream = stream_flag || (!no_stream && !visual && common.format == "text" && isatty(STDOUT_FILENO));
   const std::string prompt = read_prompt(prompt_words, common.quiet);
   auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
                               common.mask_id);
@@ -272,7 +276,7 @@ int run(int argc, char** argv) {
   PromptOptions prompt_options;
   std::vector<std::string> prompt;
   bool visual = false;
-  bool stream = false;
+  bool stream = false, no_stream = false;
   // `unmask [OPTIONS] PROMPT` and `unmask generate [OPTIONS] PROMPT` are the same command.
   CLI::App* generate = app.add_subcommand("generate", "Generate an answer for one prompt (default)");
   for (CLI::App* target : {static_cast<CLI::App*>(&app), generate}) {
@@ -283,7 +287,9 @@ int run(int argc, char** argv) {
                      "Show the canvas filling in on stderr (a terminal only; NO_COLOR: no colour)");
     target->add_flag("--stream", stream,
                      "Print the answer's text on stdout as it becomes final (the committed tokens "
-                     "from its start): block by block under --alg llada, later under Dream's loop");
+                     "from its start): block by block under --alg llada, later under Dream's loop; "
+                     "the default when stdout is a terminal");
+    target->add_flag("--no-stream", no_stream, "Print the text only when the whole answer is done");
     target->add_option("prompt", prompt,
                        "Prompt text; several words are joined by spaces; read from stdin when "
                        "absent or '-'");
@@ -333,7 +339,7 @@ int run(int argc, char** argv) {
   if (batch_cmd->parsed()) return run_batch(batch);
   if (bench_cmd->parsed()) return run_bench(bench);
   if (serve_cmd->parsed()) return run_serve(serve);
-  return run_generate(common, gen, prompt_options, prompt, visual, stream);
+  return run_generate(common, gen, prompt_options, prompt, visual, stream, no_stream);
 }
 
 }  // namespace
