@@ -51,26 +51,26 @@ std::string ServeMetrics::prometheus_text() const {
   header("unmask_requests_total", "counter", "HTTP requests answered, by endpoint and status code.");
   for (const auto& [key, count] : requests_)
     o << "unmask_requests_total{endpoint=\"" << key.first << "\",code=\"" << key.second << "\"} " << count << "\n";
-  header("unmask_prompt_tokens_total", "counter", "Prompt tokens of finished generations.");
-  o << "unmask_prompt_tokens_total " << prompt_tokens_ << "\n";
-  header("unmask_completion_tokens_total", "counter", "Completion tokens returned by finished generations.");
-  o << "unmask_completion_tokens_total " << completion_tokens_ << "\n";
-  header("unmask_requests_cancelled_total", "counter", "Generations cancelled because the client left.");
-  o << "unmask_requests_cancelled_total " << cancelled_ << "\n";
-  header("unmask_queue_depth", "gauge", "Requests waiting for a batch slot.");
-  o << "unmask_queue_depth " << queued_ << "\n";
-  header("unmask_requests_running", "gauge", "Requests in the running batch.");
-  o << "unmask_requests_running " << running_ << "\n";
-  header("unmask_batch_slots", "gauge", "Batch slots (--max-batch).");
-  o << "unmask_batch_slots " << max_batch_ << "\n";
-  header("unmask_batch_occupancy", "gauge",
-         "Mean requests per engine step over batch slots, since start (1: every step full).");
+  // One unlabelled sample of a counter or gauge.
+  auto sample = [&](const char* name, const char* type, const char* help, double value) {
+    header(name, type, help);
+    char text[64];
+    std::snprintf(text, sizeof text, "%.15g", value);  // counters stay exact up to 10^15
+    o << name << " " << text << "\n";
+  };
+  sample("unmask_prompt_tokens_total", "counter", "Prompt tokens of finished generations.", prompt_tokens_);
+  sample("unmask_completion_tokens_total", "counter", "Completion tokens returned by finished generations.",
+         completion_tokens_);
+  sample("unmask_requests_cancelled_total", "counter", "Generations cancelled because the client left.", cancelled_);
+  sample("unmask_queue_depth", "gauge", "Requests waiting for a batch slot.", queued_);
+  sample("unmask_requests_running", "gauge", "Requests in the running batch.", running_);
+  sample("unmask_batch_slots", "gauge", "Batch slots (--max-batch).", max_batch_);
+  sample("unmask_batch_occupancy", "gauge",
+         "Mean requests per engine step over batch slots, since start (1: every step full).",
+         steps_ > 0 ? static_cast<double>(step_requests_) / static_cast<double>(steps_) / max_batch_ : 0.0);
+  sample("unmask_step_requests_total", "counter", "Sum over engine steps of the requests each one ran.",
+         static_cast<double>(step_requests_));
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.6g",
-                steps_ > 0 ? static_cast<double>(step_requests_) / static_cast<double>(steps_) / max_batch_ : 0.0);
-  o << "unmask_batch_occupancy " << buf << "\n";
-  header("unmask_step_requests_total", "counter", "Sum over engine steps of the requests each one ran.");
-  o << "unmask_step_requests_total " << step_requests_ << "\n";
   header("unmask_step_seconds", "histogram", "Time of one engine step (forward and pick of the whole batch).");
   int64_t cumulative = 0;
   for (size_t i = 0; i < kStepBuckets.size(); i++) {

@@ -29,6 +29,21 @@ json unmask_stats_json(const ServeJob& job) {
   return j;
 }
 
+namespace {
+
+// The fields every body of one request repeats, around its one choice.
+json with_choice(const ResponseHead& head, const char* object, json choice) {
+  json j;
+  j["id"] = head.id;
+  j["object"] = object;
+  j["created"] = head.created;
+  j["model"] = head.model;
+  j["choices"] = json::array({std::move(choice)});
+  return j;
+}
+
+}  // namespace
+
 json completion_json(const ResponseHead& head, const ServeJob& job) {
   json choice;
   choice["index"] = 0;
@@ -39,12 +54,7 @@ json completion_json(const ResponseHead& head, const ServeJob& job) {
     choice["logprobs"] = nullptr;
   }
   choice["finish_reason"] = finish_reason_name(job.reason);
-  json j;
-  j["id"] = head.id;
-  j["object"] = head.chat ? "chat.completion" : "text_completion";
-  j["created"] = head.created;
-  j["model"] = head.model;
-  j["choices"] = json::array({choice});
+  json j = with_choice(head, head.chat ? "chat.completion" : "text_completion", std::move(choice));
   j["usage"] = usage_json(job);
   j["unmask"] = unmask_stats_json(job);
   return j;
@@ -64,13 +74,7 @@ json chunk_json(const ResponseHead& head, const std::string& delta, const std::s
     choice["logprobs"] = nullptr;
   }
   choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
-  json j;
-  j["id"] = head.id;
-  j["object"] = head.chat ? "chat.completion.chunk" : "text_completion";
-  j["created"] = head.created;
-  j["model"] = head.model;
-  j["choices"] = json::array({choice});
-  return j;
+  return with_choice(head, head.chat ? "chat.completion.chunk" : "text_completion", std::move(choice));
 }
 
 }  // namespace unmask
