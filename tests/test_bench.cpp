@@ -103,11 +103,13 @@ TEST_CASE("bench --synthetic with a config.json: random weights of that shape, e
   CHECK(j["model"]["synthetic"] == true);
   CHECK(j["model"]["d_model"] == 32);
   CHECK(j["model"]["weight_dtype"] == "BF16");
-  // The CPU says which OpenBLAS kernels ran and that the bf16 weights were widened at load.
-  REQUIRE(j["backend_details"].size() == 2);
+  // The CPU says which OpenBLAS kernels and oneDNN it has, and that the bf16 weights were
+  // widened at load.
+  REQUIRE(j["backend_details"].size() == 3);
   CHECK(j["backend_details"][0].get<std::string>().rfind("blas: OpenBLAS", 0) == 0);
-  CHECK(j["backend_details"][1].get<std::string>().find("tensors widened to f32 at load") != std::string::npos);
-  CHECK(j["backend_details"][1].get<std::string>().find(", 0 widened tile by tile") != std::string::npos);
+  CHECK(j["backend_details"][1].get<std::string>().rfind("onednn: ", 0) == 0);
+  CHECK(j["backend_details"][2].get<std::string>().find("tensors widened to f32 at load") != std::string::npos);
+  CHECK(j["backend_details"][2].get<std::string>().find(", 0 widened tile by tile") != std::string::npos);
   for (const json& res : j["results"]) {
     CHECK(res["generated_tokens"] == 32);  // 2 requests x 16, no EOS stop on random weights
     CHECK(res["forward_passes"] == res["steps"]);

@@ -14,6 +14,7 @@
 #include "fixtures.h"
 #include "model/backend.h"
 #include "model/blas.h"
+#include "model/onednn.h"
 #include "model/rng.h"
 #include "model/thread_pool.h"
 
@@ -129,8 +130,45 @@ TEST_CASE("cpu backend: bf16 weights give the same products widened at load or t
       worst = std::max(worst, std::abs(got[i] - want[i]) / (1.0 + std::abs(want[i])));
     CHECK(worst < 1e-5);  // fp32 accumulation over k = 300 terms of size ~0.5
     const std::vector<std::string> details = be->details();
-    REQUIRE(details.size() == 2);
-    CHECK(details[1].find(budget == 0 ? "0 tensors widened" : "1 tensors widened") != std::string::npos);
+    REQUIRE(details.size() == 3);
+    CHECK(details[2].rfind("weights: ", 0) == 0);
+    CHECK(details[2].find(budget == 0 ? "0 tensors widened" : "1 tensors widened") != std::string::npos);
+  }
+}
+
+TEST_CASE("cpu backend: f32 weights packed for oneDNN give the products of the unpacked ones") {
+  if (!onednn_available()) {
+    MESSAGE("oneDNN not available: " << onednn_description());
+    return;
+  }
+  // m spans several panels and ends in a partial one; n is no multiple of any block.
+  for (const auto& [n, k, m] : {std::tuple<int64_t, int64_t, int64_t>{37, 300, 515}, {1, 64, 128}, {130, 96, 200}}) {
+    CAPTURE(n);
+    std::vector<float> w(m * k), x(n * k);
+    for (int64_t i = 0; i < m * k; i++) w[i] = synthetic_weight(5, i, 0.5f);
+    for (int64_t i = 0; i < n * k; i++) x[i] = synthetic_weight(6, i, 1.f);
+    const std::vector<double> want = reference_matmul(x, w, n, k, m);
+    for (size_t budget : {size_t{0}, SIZE_MAX}) {
+      CAPTURE(budget);
+      auto be = make_cpu_backend(2, budget);
+      const Tensor wt = be->upload_weight(Tensor{w.data(), DType::F32, m, k});
+      Tensor xt{be->alloc(n * k * 4), DType::F32, n, k};
+      Tensor out{be->alloc(n * m * 4), DType::F32, n, m};
+      be->upload(xt.data, x.data(), n * k * 4);
+      for (int repeat = 0; repeat < 2; repeat++) {  // the second call reuses the packed panels
+        std::fill_n(out.f32(), n * m, std::nanf(""));
+        be->matmul(xt, wt, nullptr, out);
+        double worst = 0;
+        for (int64_t i = 0; i < n * m; i++)
+          worst = std::max(worst, std::abs(out.f32()[i] - want[i]) / (1.0 + std::abs(want[i])));
+        CHECK(worst < 1e-5);  // fp32 accumulation over k terms; NaN (a column not written) fails
+      }
+      std::string weights;  // the "weights: ..." line, absent when nothing was widened or packed
+      for (const std::string& line : be->details())
+        if (line.rfind("weights: ", 0) == 0) weights = line;
+      if (budget == 0) CHECK(weights.find("packed for oneDNN") == std::string::npos);
+      else CHECK(weights.find("and 1 packed for oneDNN") != std::string::npos);
+    }
   }
 }
 
@@ -147,21 +185,28 @@ TEST_CASE("cpu backend: synthetic bf16 weights stored in f32 hold the bf16-round
   }
 }
 
-TEST_CASE("cli: a CPU run loads neither cuBLAS nor the CUDA runtime nor OpenMP") {
-  // LD_DEBUG=libs makes the dynamic loader name every library it loads (on stderr).
-  const std::string log = "/tmp/unmask_test_libs_" + std::to_string(::getpid());
-  const std::string cmd = "LD_DEBUG=libs " + std::string(UNMASK_BINARY) + " --backend cpu -q -m " +
-                          unmask::test::fixture("tiny-f32-gqa") +
-                          " --gen-length 4 --block-length 4 hello > /dev/null 2> " + log;
-  REQUIRE(std::system(cmd.c_str()) == 0);
-  std::ifstream in(log);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::remove(log.c_str());
-  CHECK(text.find("libopenblas") != std::string::npos);  // the check can see a dlopen
-  CHECK(text.find("libcublas") == std::string::npos);
-  CHECK(text.find("libcudart") == std::string::npos);
-  CHECK(text.find("libunmask-cuda") == std::string::npos);
-  CHECK(text.find("libgomp") == std::string::npos);
+TEST_CASE("cli: a CPU run loads neither cuBLAS nor the CUDA runtime, and OpenMP only with oneDNN") {
+  for (const std::string onednn : {"1", "0"}) {
+    CAPTURE(onednn);
+    // LD_DEBUG=libs makes the dynamic loader name every library it loads (on stderr).
+    const std::string log = "/tmp/unmask_test_libs_" + std::to_string(::getpid());
+    const std::string cmd = "UNMASK_ONEDNN=" + onednn + " LD_DEBUG=libs " + std::string(UNMASK_BINARY) +
+                            " --backend cpu -q -m " + unmask::test::fixture("tiny-f32-gqa") +
+                            " --gen-length 4 --block-length 4 hello > /dev/null 2> " + log;
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::remove(log.c_str());
+    const bool dnnl = text.find("libdnnl") != std::string::npos;
+    // The check can see a dlopen: one of the two GEMM libraries is loaded at run time.
+    CHECK((dnnl || text.find("libopenblas") != std::string::npos));
+    if (onednn == "0") CHECK(!dnnl);
+    CHECK(text.find("libcublas") == std::string::npos);
+    CHECK(text.find("libcudart") == std::string::npos);
+    CHECK(text.find("libunmask-cuda") == std::string::npos);
+    // OpenMP comes only as oneDNN's runtime (which unmask runs one thread per calling thread).
+    if (!dnnl) CHECK(text.find("libgomp") == std::string::npos);
+  }
 }
 
 TEST_CASE("thread pool: when a worker is late loop after loop, the caller runs the next loops alone") {

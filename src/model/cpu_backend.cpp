@@ -11,9 +11,11 @@
 #include <limits>
 #include <map>
 #include <thread>
+#include <unordered_map>
 
 #include "common.h"
 #include "model/blas.h"
+#include "model/onednn.h"
 #include "model/rng.h"
 #include "model/thread_pool.h"
 
@@ -60,7 +62,7 @@ class CpuBackend final : public Backend {
  public:
   CpuBackend(int threads, size_t widen_budget)
       : threads_(resolve_cpu_threads(threads)),
-        sgemm_(blas().sgemm),
+        sgemm_(onednn_sgemm() ? onednn_sgemm() : blas().sgemm),
         pool_(threads_),
         widen_budget_(widen_budget == SIZE_MAX ? default_widen_budget() : widen_budget) {}
   ~CpuBackend() override {
@@ -72,10 +74,11 @@ class CpuBackend final : public Backend {
     return cpu_model_name() + " (" + std::to_string(threads_) + " threads)";
   }
   std::vector<std::string> details() const override {
-    std::vector<std::string> lines = {"blas: " + blas().description};
-    if (widened_bytes_ > 0 || tiled_weights_ > 0)
+    std::vector<std::string> lines = {"blas: " + blas().description, "onednn: " + onednn_description()};
+    if (widened_bytes_ > 0 || tiled_weights_ > 0 || packed_weights_ > 0)
       lines.push_back("weights: " + std::to_string(widened_weights_) +
-                      " tensors widened to f32 at load (" + std::to_string(widened_bytes_ >> 20) +
+                      " tensors widened to f32 at load and " + std::to_string(packed_weights_) +
+                      " packed for oneDNN at first use (" + std::to_string(widened_bytes_ >> 20) +
                       " MiB of a " + std::to_string(widen_budget_ >> 20) + " MiB budget), " +
                       std::to_string(tiled_weights_) + " widened tile by tile in each matmul");
     return lines;
@@ -91,6 +94,8 @@ class CpuBackend final : public Backend {
     return ptr;
   }
   void free(void* ptr) override {
+    packed_.erase(ptr);
+    weights_.erase(ptr);
     auto it = allocations_.find(ptr);
     if (it == allocations_.end()) return;
     live_bytes_ -= it->second;
@@ -106,6 +111,7 @@ class CpuBackend final : public Backend {
     // file's weights of that dtype would be after upload_weight.
     t.dtype = dtype == DType::F32 || claim_widening(rows * cols) ? DType::F32 : dtype;
     t.data = alloc(t.n_bytes());
+    register_weight(t);
     const int64_t n = t.numel();
     parallel_ranges(n, n * 8, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; i++) {
@@ -133,7 +139,10 @@ class CpuBackend final : public Backend {
   // f32 weights stay in the mmap (the page cache holds them, not our heap); others are widened
   // to an f32 copy once while the budget lasts, so no matmul widens them again.
   Tensor upload_weight(const Tensor& host) override {
-    if (host.dtype == DType::F32 || !host.data || !claim_widening(host.numel())) return host;
+    if (host.dtype == DType::F32 || !host.data || !claim_widening(host.numel())) {
+      register_weight(host);
+      return host;
+    }
     Tensor t = host;
     t.dtype = DType::F32;
     t.data = alloc(t.n_bytes());
@@ -143,6 +152,7 @@ class CpuBackend final : public Backend {
       for (int64_t r = begin; r < end; r++)
         widen(static_cast<const char*>(host.data) + r * row_bytes, host.dtype, cols, t.f32() + r * cols);
     });
+    register_weight(t);
     return t;
   }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
@@ -195,6 +205,15 @@ class CpuBackend final : public Backend {
     // Each thread owns a contiguous range of output columns (weight rows): no reduction needed,
     // and each widens only the weight rows it multiplies.
     const int threads = threads_for(static_cast<double>(n) * k * m);
+    if (const PackedWeight* packed = packed_for(w)) {
+      // Panels handed out as threads come free, as the chunks below are.
+      pool_.run(packed->panels(), threads, [&](int64_t panel, int) {
+        packed->multiply(static_cast<int>(panel), x.f32(), n,
+                         out.f32() + panel * PackedWeight::kPanelRows, m);
+      });
+      add_bias(bias, out);
+      return;
+    }
     // note: a few chunks per thread, handed out as threads come free: a thread that the OS
     // deschedules (a busy machine) then delays the loop by one chunk, not by half the work.
     const int64_t n_chunks = threads == 1 ? 1 : std::min<int64_t>(kChunksPerThread * threads, (m + 63) / 64);
@@ -223,14 +242,18 @@ class CpuBackend final : public Backend {
         sgemm_(false, true, n, rows, k, 1.f, x.f32(), k, tile, k, 0.f, out.f32() + r0, m);
       }
     });
-    if (bias && bias->data) {
-      std::vector<float> b(m);
-      widen(bias->data, bias->dtype, m, b.data());
-      parallel_ranges(n, n * m, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; r++)
-          for (int64_t c = 0; c < m; c++) out.f32()[r * m + c] += b[c];
-      });
-    }
+    add_bias(bias, out);
+  }
+
+  void add_bias(const Tensor* bias, Tensor& out) {
+    if (!bias || !bias->data) return;
+    const int64_t n = out.rows, m = out.cols;
+    std::vector<float> b(m);
+    widen(bias->data, bias->dtype, m, b.data());
+    parallel_ranges(n, n * m, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; r++)
+        for (int64_t c = 0; c < m; c++) out.f32()[r * m + c] += b[c];
+    });
   }
 
   void rope(Tensor& x, const int32_t* positions, int head_dim, float theta) override {
@@ -405,15 +428,44 @@ class CpuBackend final : public Backend {
       if (end > begin) fn(begin, end);
     });
   }
+  // A weight of the model (upload_weight, random_weight) may be packed for oneDNN at its first
+  // matmul; a tensor that merely reuses its address later is registered anew, dropping the pack.
+  void register_weight(const Tensor& t) {
+    if (!t.data) return;
+    packed_.erase(t.data);
+    weights_[t.data] = {t.rows, t.cols};
+  }
+  // The weight's packed panels, packing it now if it is an f32 weight of at least one panel's
+  // worth of rows and its copy fits the widening budget; nullptr: OpenBLAS multiplies it.
+  const PackedWeight* packed_for(const Tensor& w) {
+    if (w.dtype != DType::F32 || w.rows < PackedWeight::kPanelRows / 2) return nullptr;
+    if (auto it = packed_.find(w.data); it != packed_.end()) return it->second.get();
+    auto reg = weights_.find(w.data);
+    if (reg == weights_.end() || reg->second != std::make_pair(w.rows, w.cols) || !onednn_available())
+      return nullptr;
+    std::unique_ptr<PackedWeight> packed;
+    if (claim_budget(w.numel())) {
+      packed = pack_weight(w.f32(), w.rows, w.cols);
+      packed_weights_ += packed != nullptr;
+    }
+    // note: a weight left unpacked (budget spent) is remembered as such, so it is not retried.
+    return (packed_[w.data] = std::move(packed)).get();
+  }
+
   // Takes `elements` f32 values of the widening budget; false when they do not fit.
   bool claim_widening(int64_t elements) {
-    const size_t bytes = static_cast<size_t>(elements) * 4;
-    if (widened_bytes_ + bytes > widen_budget_) {
+    if (!claim_budget(elements)) {
       tiled_weights_++;
       return false;
     }
-    widened_bytes_ += bytes;
     widened_weights_++;
+    return true;
+  }
+  // Takes `elements` f32 values of the budget that widened and packed copies share.
+  bool claim_budget(int64_t elements) {
+    const size_t bytes = static_cast<size_t>(elements) * 4;
+    if (widened_bytes_ + bytes > widen_budget_) return false;
+    widened_bytes_ += bytes;
     return true;
   }
 
@@ -422,7 +474,9 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   size_t widen_budget_;
   size_t widened_bytes_ = 0;
-  int widened_weights_ = 0, tiled_weights_ = 0;
+  int widened_weights_ = 0, tiled_weights_ = 0, packed_weights_ = 0;
+  std::unordered_map<const void*, std::pair<int64_t, int64_t>> weights_;  // data -> [rows, cols]
+  std::unordered_map<const void*, std::unique_ptr<PackedWeight>> packed_;
   std::map<void*, size_t> allocations_;
   size_t live_bytes_ = 0, peak_bytes_ = 0;
   std::vector<std::vector<float>> weight_tiles_;  // per thread: [tile_rows, in] widened weights
