@@ -298,6 +298,28 @@ TEST_CASE("serve: 16 concurrent requests with mixed settings equal the same requ
   CHECK(s.metric("unmask_step_requests_total") > s.metric("unmask_step_seconds_count"));
 }
 
+TEST_CASE("serve: a KV-cached request keeps its result when others join it mid-run") {
+  for (const std::string cache : {"dual", "prefix"}) {
+    CAPTURE(cache);
+    LiveServer s;  // fresh: the first request sizes the cache, the ones joining grow it
+    const std::string cached = R"({"prompt": "The LORD is my shepherd", "max_tokens": 64, "steps": 64, "cache": ")" +
+                               cache + R"("})";
+    const test::CommandResult cli = test::run_unmask("--backend cpu --format json -q --gen-length 64 --cache " +
+                                                     cache + " 'The LORD is my shepherd'");
+    REQUIRE(cli.exit_code == 0);
+    auto first = std::async(std::launch::async, [&s, cached] { return s.post("/v1/completions", cached); });
+    REQUIRE(s.wait_metric("unmask_requests_running", 1));
+    std::vector<std::future<std::pair<int, json>>> joining;
+    for (const std::string body : {R"({"prompt": "And God said, Let there be light", "max_tokens": 64})",
+                                   R"({"prompt": "In the beginning", "max_tokens": 48, "cache": "prefix"})"})
+      joining.push_back(std::async(std::launch::async, [&s, body] { return s.post("/v1/completions", body); }));
+    const auto [status, j] = first.get();
+    REQUIRE(status == 200);
+    CHECK(j["choices"][0]["text"] == json::parse(cli.out)["text"]);
+    for (auto& f : joining) CHECK(f.get().first == 200);
+  }
+}
+
 TEST_CASE("serve: a client that disconnects frees its batch slot at the next step") {
   ServeOptions o = test_options();
   o.max_batch = 1;
@@ -371,8 +393,13 @@ TEST_CASE("serve: bad requests get a 400 with OpenAI's error object naming the f
       {R"({"prompt": "x", "echo": true})", "echo", "not supported"},
       {R"({"prompt": "x", "remasking": "sideways"})", "remasking", "unknown strategy"},
       {R"({"prompt": "x", "max_tokens": 64, "steps": 7})", "steps", "not divisible"},
-      {R"({"prompt": "x", "max_tokens": 4000})", "max_tokens", "rounded up"},
+      {R"({"prompt": "x", "max_tokens": 4000})", "max_tokens", "'max_tokens' 4000"},
       {R"({"prompt": "x", "block_length": 10, "max_tokens": 16, "steps": 15})", "steps", "divisible"},
+      {R"({"prompt": "x", "max_tokens": 4, "block_length": 0})", "block_length", "[1, "},
+      {R"({"prompt": "x", "temperature": 1e400})", "", "not valid JSON"},
+      {R"({"prompt": "x", "alg": ""})", "alg", "empty"},
+      {R"({"prompt": "x", "tools": [{"type": "function"}]})", "tools", "not supported"},
+      {R"({"prompt": ")" + std::string(3000, 'a') + R"(", "max_tokens": 16})", "max_tokens", "max_sequence_length"},
   };
   for (const Bad& b : cases) {
     CAPTURE(b.body);
@@ -411,6 +438,9 @@ TEST_CASE("serve: the API key is required on every route but /health") {
   CHECK(s.post("/v1/completions", body, {{"Authorization", "Bearer sekrit-12"}}).first == 401);
   CHECK(s.post("/v1/completions", body, {{"Authorization", "sekrit-123"}}).first == 401);
   CHECK(s.post("/v1/completions", body, {{"Authorization", "Bearer sekrit-123"}}).first == 200);
+  CHECK(s.post("/v1/completions", body, {{"Authorization", "bearer sekrit-123"}}).first == 200);
+  auto denied = s.client().Get("/v1/models");
+  CHECK(denied->get_header_value("WWW-Authenticate") == "Bearer");
   auto models = s.client().Get("/v1/models");
   CHECK(models->status == 401);
   auto metrics = s.client().Get("/metrics");
@@ -433,6 +463,8 @@ TEST_CASE("serve: 503 while the model loads, then health, models and metrics") {
   const json models = json::parse(s.client().Get("/v1/models")->body);
   CHECK(models["object"] == "list");
   CHECK(models["data"][0]["id"] == "test-model");
+  CHECK(json::parse(s.client().Get("/v1/models/test-model")->body) == models["data"][0]);
+  CHECK(s.client().Get("/v1/models/other")->status == 404);
   CHECK(s.post("/v1/completions", R"({"prompt": "x", "max_tokens": 16})").first == 200);
   const std::string m = s.metrics();
   CHECK(m.find("unmask_requests_total{endpoint=\"/v1/completions\",code=\"503\"} 1") != std::string::npos);
@@ -528,10 +560,22 @@ TEST_CASE("serve: the unmask serve process prints its port, and SIGTERM ends it 
   CHECK(log.find("shutting down") != std::string::npos);
 }
 
-TEST_CASE("serve: options are checked before anything loads") {
+TEST_CASE("serve: a taken port is refused, never shared") {
+  LiveServer first;
+  const test::CommandResult second = test::run_unmask("serve --port " + std::to_string(first.port));
+  CHECK(second.exit_code == 2);
+  CHECK(second.err.find("cannot listen") != std::string::npos);
+}
+
+TEST_CASE("serve: options are checked before anything loads, the defaults once the model is there") {
   const test::CommandResult taken = test::run_unmask("serve --port 70000");
   CHECK(taken.exit_code == 2);
   CHECK(taken.err.find("--port") != std::string::npos);
+  const test::CommandResult steps = test::run_unmask("serve --port 0 --steps 3");
+  CHECK(steps.exit_code == 2);
+  CHECK(steps.err.find("--steps 3 is not divisible") != std::string::npos);
+  CHECK(test::run_unmask("serve --api-key ''").exit_code == 2);
+  CHECK(test::run_unmask("serve --shutdown-grace nan").exit_code == 2);
   const test::CommandResult format = test::run_unmask("serve --format json");
   CHECK(format.exit_code == 2);
   const test::CommandResult grace = test::run_unmask("serve --shutdown-grace -1");

@@ -157,9 +157,11 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   s.alg_temp = o.alg_temp + 0.f;
   if (s.alg != Algorithm::Llada) {
     if (o.block_length)
-      fail_usage(setting_name("block_length", names) + " applies to --alg llada only (Dream's loop has no blocks)");
+      fail_usage(setting_name("block_length", names) + " applies to " + setting_name("alg", names) +
+                 " llada only (Dream's loop has no blocks)");
     if (s.remasking != Remasking::LowConfidence)
-      fail_usage(setting_name("remasking", names) + " applies to --alg llada only; Dream's loop chooses by --alg");
+      fail_usage(setting_name("remasking", names) + " applies to " + setting_name("alg", names) +
+                 " llada only; Dream's loop chooses by " + setting_name("alg", names));
   }
   return s;
 }

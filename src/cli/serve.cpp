@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -38,9 +39,11 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       ->capture_default_str();
   cmd->add_option("--api-key", o.api_key,
                   "Require 'Authorization: Bearer KEY' on every route but /health (default: "
-                  "$UNMASK_API_KEY; none when both are unset)");
+                  "$UNMASK_API_KEY; none when both are unset)")
+      ->check(non_empty());
   cmd->add_option("--alias", o.alias,
-                  "The model's name in /v1/models and responses (default: its directory's name)");
+                  "The model's name in /v1/models and responses (default: its directory's name)")
+      ->check(non_empty());
   cmd->add_option("--max-body", o.max_body_bytes, "Largest request body in bytes; larger ones get a 400")
       ->transform(bounded(1024, 1 << 30))
       ->capture_default_str();
@@ -62,8 +65,13 @@ bool loopback(const std::string& host) {
 }  // namespace
 
 int run_serve(ServeOptions o) {
+  if (!(std::isfinite(o.shutdown_grace_seconds) && o.shutdown_grace_seconds >= 0 && o.shutdown_grace_seconds <= 3600))
+    fail_usage("--shutdown-grace must be a number of seconds in [0, 3600]");
   if (o.api_key.empty())
-    if (const char* env = std::getenv("UNMASK_API_KEY")) o.api_key = env;
+    if (const char* env = std::getenv("UNMASK_API_KEY")) {
+      if (*env == '\0') fail_usage("UNMASK_API_KEY is set but empty; unset it for no key, or give a key");
+      o.api_key = env;
+    }
   const std::string model_dir = resolve_model_dir(o.common.model);
   if (o.alias.empty()) o.alias = std::filesystem::path(model_dir).filename().string();
   if (o.alias.empty()) o.alias = "unmask";
@@ -94,7 +102,9 @@ int run_serve(ServeOptions o) {
   std::thread loader([&] {
     try {
       session = open_session(model_dir, o.common.backend, o.common.threads, o.common.mask_id);
-      validate_setting_values(resolve_settings(o.gen, session->config));
+      // The server's defaults are a request without fields: wrong ones are the operator's
+      // mistake, said once at start (exit 2), never blamed on every client.
+      validate_settings(resolve_settings(o.gen, session->config), 1, session->config);
     } catch (...) {
       load_error = std::current_exception();
     }

@@ -2,6 +2,8 @@
 #include "cli/serve_http.h"
 
 #include <httplib.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #include <cstdio>
 #include <ctime>
@@ -11,6 +13,7 @@
 #include "cli/peer_socket.h"
 #include "cli/serve_response.h"
 #include "common.h"
+#include "io/safetensors.h"  // printable()
 
 namespace unmask {
 
@@ -53,10 +56,19 @@ ApiServer::ApiServer(ServeOptions options) : o_(std::move(options)), http_(std::
   // One handler thread per request that may be in the engine or its queue, plus a few for
   // /health and /metrics and the 429 answers of a full queue: a waiting request never holds up
   // another's admission.
-  const int threads = (o_.max_batch > 0 ? o_.max_batch : 64) + o_.max_queue + 8;
+  const int threads = (o_.max_batch > 0 ? o_.max_batch : 64) + o_.max_queue + 32;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   http_->set_payload_max_length(o_.max_body_bytes);
-  http_->set_keep_alive_timeout(5);
+  // note: an idle keep-alive connection holds a handler thread; 2 s bounds what idle clients can
+  // hold and how long they delay a shutdown.
+  http_->set_keep_alive_timeout(2);
+  // SO_REUSEADDR only: the library's default also sets SO_REUSEPORT, with which a second server
+  // on a taken port starts without a word and the kernel splits the clients between the two.
+  http_->set_socket_options([this](int sock) {
+    const int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_socket_ = sock;
+  });
   routes();
 }
 
@@ -64,6 +76,9 @@ ApiServer::~ApiServer() { shutdown(); }
 
 int ApiServer::bind() {
   bound_port_ = o_.port == 0 ? http_->bind_to_any_port(o_.host) : (http_->bind_to_port(o_.host, o_.port) ? o_.port : -1);
+  // The library listens with a backlog of 5, which resets bursts of connections before they
+  // could be answered (even with a 429); listening again on the bound socket raises it.
+  if (bound_port_ >= 0 && listen_socket_ >= 0) ::listen(listen_socket_, SOMAXCONN);
   if (bound_port_ < 0)
     fail_usage("cannot listen on " + o_.host + ":" + std::to_string(o_.port) +
                " (the port is taken, or the address is not this machine's); choose another with --host / --port");
@@ -101,9 +116,10 @@ void ApiServer::routes() {
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (o_.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
-    const std::string bearer = "Bearer ";
-    if (auth.compare(0, bearer.size(), bearer) == 0 && same_key(auth.substr(bearer.size()), o_.api_key))
-      return httplib::Server::HandlerResponse::Unhandled;
+    // The scheme name is case-insensitive (RFC 9110); the key is not.
+    const bool bearer = auth.size() > 7 && strncasecmp(auth.c_str(), "Bearer ", 7) == 0;
+    if (bearer && same_key(auth.substr(7), o_.api_key)) return httplib::Server::HandlerResponse::Unhandled;
+    res.set_header("WWW-Authenticate", "Bearer");
     send_error(res, ApiError{401,
                              auth.empty() ? "missing API key: send the header 'Authorization: Bearer KEY'"
                                           : "wrong API key",
@@ -131,10 +147,15 @@ void ApiServer::routes() {
     // Known routes only: a label per path a client made up would grow the metrics without bound.
     static const std::set<std::string> kRoutes = {"/v1/completions", "/v1/chat/completions", "/v1/models",
                                                   "/health", "/metrics"};
-    metrics_.request_done(kRoutes.count(req.path) ? req.path : "other", res.status);
+    metrics_.request_done(kRoutes.count(req.path)                  ? req.path
+                          : req.path.rfind("/v1/models/", 0) == 0 ? "/v1/models/{id}"
+                                                                   : "other",
+                          res.status);
+    // note: the path is the client's text: escaped, so it cannot forge log lines or send escape
+    // codes to a terminal.
     if (!o_.common.quiet)
-      std::fprintf(stderr, "unmask: %s %s %d (%zu bytes in, %s)\n", req.method.c_str(), req.path.c_str(),
-                   res.status, req.body.size(), req.remote_addr.c_str());
+      std::fprintf(stderr, "unmask: %s %s %d (%zu bytes in, %s)\n", printable(req.method, 16).c_str(),
+                   printable(req.path, 200).c_str(), res.status, req.body.size(), req.remote_addr.c_str());
   });
 
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
@@ -146,9 +167,14 @@ void ApiServer::routes() {
     else res.status = 503;
     res.set_content(j.dump(), "application/json");
   });
-  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    json model = {{"id", model_name_}, {"object", "model"}, {"created", 0}, {"owned_by", "unmask"}};
+  const json model = {{"id", model_name_}, {"object", "model"}, {"created", 0}, {"owned_by", "unmask"}};
+  s.Get("/v1/models", [model](const httplib::Request&, httplib::Response& res) {
     send_json(res, json{{"object", "list"}, {"data", json::array({model})}});
+  });
+  s.Get("/v1/models/(.+)", [this, model](const httplib::Request& req, httplib::Response& res) {
+    if (req.matches[1] == model_name_) return send_json(res, model);
+    send_error(res, ApiError{404, "no model '" + printable(req.matches[1], 100) + "': this server has '" +
+                                      model_name_ + "'", "model", "model_not_found"});
   });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_.prometheus_text(), "text/plain; version=0.0.4");

@@ -67,6 +67,7 @@ class ApiServer {
   std::atomic<uint64_t> next_id_{1};
   std::mutex shutdown_mutex_;
   int bound_port_ = -1;
+  int listen_socket_ = -1;
 };
 
 // The default --max-batch: the CPU gains little past 8 requests (its GEMMs are compute-bound

@@ -56,9 +56,13 @@ class Fields {
     const json* v = get(key);
     if (!v) return std::nullopt;
     if (!v->is_number_integer()) wrong_type(key, "an integer", *v);
-    const bool too_big = v->is_number_unsigned() ? v->get<uint64_t>() > static_cast<uint64_t>(hi)
-                                                 : v->get<int64_t>() > hi;
-    if (too_big || (!v->is_number_unsigned() && v->get<int64_t>() < lo))
+    // note: the JSON library holds a non-negative integer as unsigned: both ends are checked in
+    // its own type, so 0 cannot slip past a lower bound of 1.
+    const bool out_of_range = v->is_number_unsigned()
+                                  ? v->get<uint64_t>() > static_cast<uint64_t>(hi) ||
+                                        (lo > 0 && v->get<uint64_t>() < static_cast<uint64_t>(lo))
+                                  : v->get<int64_t>() > hi || v->get<int64_t>() < lo;
+    if (out_of_range)
       bad_request(key, "'" + key + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
                            "] (got " + v->dump() + ")");
     return static_cast<int>(v->get<int64_t>());
@@ -105,6 +109,12 @@ void refuse_unsupported(const Fields& f) {
     if (auto p = f.number(key); p && *p != 0.f) bad_request(key, "'" + std::string(key) + "' is not supported (only 0)");
   if (const json* lb = f.get("logit_bias"); lb && !(lb->is_object() && lb->empty()))
     bad_request("logit_bias", "'logit_bias' is not supported (only an empty object)");
+  if (const json* t = f.get("tools"); t && !(t->is_array() && t->empty()))
+    bad_request("tools", "'tools' is not supported: unmask does not call functions");
+  if (const json* t = f.get("functions"); t && !(t->is_array() && t->empty()))
+    bad_request("functions", "'functions' is not supported: unmask does not call functions");
+  if (const json* r = f.get("response_format"); r && !(r->is_object() && r->value("type", "") == "text"))
+    bad_request("response_format", "'response_format' is not supported beyond {\"type\": \"text\"}: the output is not constrained");
 }
 
 std::string message_content(const json& m, size_t index) {
@@ -193,7 +203,8 @@ ServeRequest parse_serve_request(const std::string& body, bool chat, const Sessi
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // note: a number beyond double's range (1e400) is an out_of_range error, not a parse error.
     bad_request("", std::string("the body is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) bad_request("", "the body must be a JSON object (got " + describe(j) + ")");
@@ -222,9 +233,13 @@ ServeRequest parse_serve_request(const std::string& body, bool chat, const Sessi
   if (auto v = f.number("alg_temp")) o.alg_temp = *v;
   if (f.get("threshold")) o.threshold = f.number("threshold");
   if (f.get("factor")) o.factor = f.number("factor");
-  if (auto v = f.string("remasking")) o.remasking = *v;
-  if (auto v = f.string("alg")) o.alg = *v;
-  if (auto v = f.string("cache")) o.cache = *v;
+  for (const char* key : {"remasking", "alg", "cache"}) {
+    const std::optional<std::string> v = f.string(key);
+    if (!v) continue;
+    // An empty name is refused, never read as "the default".
+    if (v->empty()) bad_request(key, "'" + std::string(key) + "' is empty; leave it out for the server's default");
+    (std::string(key) == "alg" ? o.alg : std::string(key) == "cache" ? o.cache : o.remasking) = *v;
+  }
   if (const json* seed = f.get("seed")) {
     if (!seed->is_number_unsigned() && !(seed->is_number_integer() && seed->get<int64_t>() >= 0))
       wrong_type("seed", "a non-negative integer", *seed);
@@ -255,9 +270,10 @@ ServeRequest parse_serve_request(const std::string& body, bool chat, const Sessi
       if (probe.alg == Algorithm::Llada) {
         const int block = o.block_length ? *o.block_length
                                          : (session.config.defaults.block_length > 0 ? session.config.defaults.block_length : 32);
+        if (block < 1) bad_request("block_length", "'block_length' must be at least 1");
         length = (length + block - 1) / block * block;
         o.block_length = block;
-        rounded = true;
+        rounded = length != *max_tokens;
       }
       o.gen_length = length;
       r.max_tokens = *max_tokens;
@@ -267,11 +283,16 @@ ServeRequest parse_serve_request(const std::string& body, bool chat, const Sessi
   } catch (const Error& e) {
     std::string param = quoted_field(e.what());
     std::string message = e.what();
-    // The canvas length is unmask's word; the client sent max_tokens.
-    if (max_tokens && message.find("'gen_length'") != std::string::npos) {
-      if (param == "gen_length") param = limit_key;
-      message += " ('gen_length' is '" + std::string(limit_key) + "' " + std::to_string(*max_tokens) +
-                 (rounded ? " rounded up to whole blocks)" : ")");
+    // The canvas length is unmask's word; the client speaks of max_tokens.
+    if (message.find("'gen_length'") != std::string::npos) {
+      if (param == "gen_length" || param.empty()) param = limit_key;
+      if (max_tokens)
+        message += " ('gen_length' is '" + std::string(limit_key) + "' " + std::to_string(*max_tokens) +
+                   (rounded ? " rounded up to whole blocks)" : ")");
+      else
+        message += " ('gen_length' is the server's default; set '" + std::string(limit_key) + "')";
+    } else if (message.rfind("the prompt is", 0) == 0) {
+      param = chat ? "messages" : "prompt";
     }
     if (e.exit_code() != kExitUsage && e.exit_code() != kExitBadInput) throw;
     throw ApiError{400, message, param, ""};

@@ -150,17 +150,23 @@ void Model::reserve(int32_t max_tokens, int32_t max_out_rows, int32_t max_seqs) 
 
 void Model::reserve_cache(int32_t rows) {
   if (rows <= cache_rows_cap_) return;
-  for (Tensor& t : cache_k_) backend_.free(t.data);
-  for (Tensor& t : cache_v_) backend_.free(t.data);
+  // Growing keeps the rows already cached: a server grows the cache while other requests' keys
+  // and values sit in it (slots keep their row offsets, so the old rows are copied as they are).
+  const int64_t kv_dim = config_.n_kv_heads * config_.head_dim;
+  std::vector<Tensor> old_k = std::move(cache_k_), old_v = std::move(cache_v_);
   cache_k_.clear();
   cache_v_.clear();
-  const int64_t kv_dim = config_.n_kv_heads * config_.head_dim;
   for (int64_t l = 0; l < config_.n_layers; l++) {
-    for (std::vector<Tensor>* cache : {&cache_k_, &cache_v_}) {
+    for (auto [cache, old] : {std::pair{&cache_k_, &old_k}, std::pair{&cache_v_, &old_v}}) {
       Tensor t;
       t.rows = rows;
       t.cols = kv_dim;
       t.data = backend_.alloc(t.n_bytes());
+      if (!old->empty()) {
+        const Tensor& before = (*old)[static_cast<size_t>(l)];
+        backend_.copy(t.data, before.data, before.n_bytes());
+        backend_.free(before.data);
+      }
       cache->push_back(t);
     }
   }

@@ -50,6 +50,7 @@ class Model {
   // Sizes every activation buffer once; forward() grows them only if a batch exceeds this.
   void reserve(int32_t max_tokens, int32_t max_out_rows, int32_t max_seqs);
   // Sizes the KV cache: `rows` cached positions per layer (slots of all requests together).
+  // Growing keeps the rows cached so far, at the same offsets.
   void reserve_cache(int32_t rows);
   int32_t cache_rows() const { return cache_rows_cap_; }
   // Frees every activation buffer and the KV cache (the next forward sizes them afresh): a
