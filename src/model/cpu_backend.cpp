@@ -1,4 +1,4 @@
-// CPU implementation of every Backend op (OpenBLAS sgemm, our thread pool), the reference for CUDA.
+// CPU implementation of every Backend op (oneDNN over packed weights, else OpenBLAS; our thread pool), the reference for CUDA.
 #include "model/cpu_backend.h"
 
 #include <unistd.h>
