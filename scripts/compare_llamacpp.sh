@@ -48,11 +48,12 @@
 #   1       128     79.0 (78.7-90.6)    131.8 (130.7-132.9) 1.67
 #   1       256     173.1 (160.9-179.0) 272.6 (269.9-275.6) 1.58
 #   f32 GGUF, 2 threads, canvas 128: unmask 73.1, llama.cpp 69.0 ms (ratio 0.94).
-# With oneDNN over packed weights (2026-11-30, same VM, a slower hour for both; --no-parity):
-#   2       128     67.13 (66.48-73.35)   85.28 (80.92-87.24)    1.27
-#   2       256     118.48 (116.18-165.33) 180.45 (180.23-187.55) 1.52
-#   1       128     85.29 (81.77-90.98)   149.31 (149.06-155.42) 1.75
-#   1       256     180.87 (171.29-195.17) 309.10 (303.84-319.33) 1.71
+# With oneDNN over packed weights and a thread per 4 M multiply-adds (2026-11-30, same VM;
+# --no-parity; the 2-thread canvas-256 row from a separate --repeats 5 run):
+#   2       128     45.77 (42.78-57.24)    73.12 (69.27-84.16)    1.60
+#   2       256     109.12 (104.41-117.05) 168.97 (149.12-177.74) 1.55
+#   1       128     96.24 (78.75-111.59)   182.91 (176.87-186.28) 1.90
+#   1       256     163.32 (147.04-173.49) 275.27 (264.46-313.88) 1.69
 #
 # What it measures: MODEL_DIR is written as a GGUF (scripts/llada_gguf.py, --outtype, default
 # bf16 = the checkpoint's bits) under a temp dir. For each thread count T and canvas C, prompt
