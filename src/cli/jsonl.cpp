@@ -31,23 +31,13 @@ std::string known_keys() {
   return s;
 }
 
-std::string describe(const json& v) {
-  switch (v.type()) {
-    case json::value_t::string: return "a string";
-    case json::value_t::array: return v.empty() ? "an empty array" : "an array";
-    case json::value_t::object: return "an object";
-    case json::value_t::null: return "null";
-    default: return printable(v.dump(), 40);  // numbers and booleans: the value itself
-  }
-}
-
 // Thrown inside parse_batch_line only; becomes the record's error.
 struct LineError {
   std::string message;
 };
 
 [[noreturn]] void bad(const std::string& key, const std::string& want, const json& v) {
-  throw LineError{"'" + key + "' must be " + want + " (got " + describe(v) + ")"};
+  throw LineError{"'" + key + "' must be " + want + " (got " + describe_json(v) + ")"};
 }
 
 int int_field(const std::string& key, const json& v) {
@@ -59,14 +49,9 @@ int int_field(const std::string& key, const json& v) {
   return v.get<int>();
 }
 
-// The number as the engine holds it: a float. Values beyond the float range become infinite
-// (never undefined behaviour) and are refused by the settings validator, naming the key.
 float number_field(const std::string& key, const json& v) {
   if (!v.is_number()) bad(key, "a number", v);
-  const double d = v.get<double>();
-  if (std::isfinite(d) && std::fabs(d) > static_cast<double>(std::numeric_limits<float>::max()))
-    return d > 0 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
-  return static_cast<float>(d);
+  return json_float(v);
 }
 
 void parse_fields(const json& j, BatchLine& out) {
@@ -121,6 +106,23 @@ void parse_fields(const json& j, BatchLine& out) {
 
 }  // namespace
 
+std::string describe_json(const json& v) {
+  switch (v.type()) {
+    case json::value_t::string: return "a string";
+    case json::value_t::array: return v.empty() ? "an empty array" : "an array";
+    case json::value_t::object: return "an object";
+    case json::value_t::null: return "null";
+    default: return printable(v.dump(), 40);  // numbers and booleans: the value itself
+  }
+}
+
+float json_float(const json& v) {
+  const double d = v.get<double>();
+  if (std::isfinite(d) && std::fabs(d) > static_cast<double>(std::numeric_limits<float>::max()))
+    return d > 0 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
+  return static_cast<float>(d);
+}
+
 BatchLine parse_batch_line(const std::string& text, int line) {
   BatchLine out;
   out.line = line;
@@ -140,14 +142,14 @@ BatchLine parse_batch_line(const std::string& text, int line) {
     return out;
   }
   if (!j.is_object()) {
-    out.error = "not a JSON object (got " + describe(j) + ")";
+    out.error = "not a JSON object (got " + describe_json(j) + ")";
     return out;
   }
   if (auto id = j.find("id"); id != j.end()) {
     if (id->is_string() || id->is_number_integer()) {
       out.id = *id;
     } else {
-      out.error = "'id' must be a string or an integer (got " + describe(*id) + ")";
+      out.error = "'id' must be a string or an integer (got " + describe_json(*id) + ")";
       return out;
     }
   } else {

@@ -33,6 +33,13 @@ struct BatchLine {
   LineOverrides overrides;
 };
 
+// How an error message shows a JSON value of the wrong kind: "a string", "an empty array", ...,
+// or a number or boolean itself (shortened).
+std::string describe_json(const nlohmann::json& v);
+// A JSON number as the engine holds it: a float. Values beyond the float range become infinite
+// (never undefined behaviour), which the settings validator then refuses naming the key.
+float json_float(const nlohmann::json& v);
+
 // Parses one line (without its newline). Never throws: problems become `error`.
 BatchLine parse_batch_line(const std::string& text, int line);
 

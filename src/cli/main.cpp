@@ -58,9 +58,9 @@ void run_visual(Engine& engine, Sampler& sampler, const Session& session) {
 }
 
 // Steps the sampler alone, printing the answer's text on stdout as it becomes final (TextStream):
-// block by block under LLaDA's loop, later under Dream's whole-answer loop. Returns the text
-// printed, which is the plain run's text.
-std::string run_streaming(Engine& engine, Sampler& sampler, const Session& session, bool keep_special) {
+// block by block under LLaDA's loop, later under Dream's whole-answer loop. What it prints in all
+// is the plain run's text.
+void run_streaming(Engine& engine, Sampler& sampler, const Session& session, bool keep_special) {
   TextStream stream(*session.tokenizer, session.config.stop_token_ids, session.config.mask_token_id,
                     keep_special, {}, 0);
   bool head_printed = false;
@@ -75,7 +75,6 @@ std::string run_streaming(Engine& engine, Sampler& sampler, const Session& sessi
     if (sampler.done()) break;
     engine.step({&sampler});
   }
-  return stream.text();
 }
 
 int run_generate(const CommonOptions& common, const GenerationOptions& gen,

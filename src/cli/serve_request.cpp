@@ -1,9 +1,9 @@
 // Reading OpenAI request bodies: every field type-checked and named in the error it causes.
 #include "cli/serve_request.h"
 
-#include <cmath>
 #include <limits>
 
+#include "cli/jsonl.h"
 #include "common.h"
 #include "io/safetensors.h"  // printable()
 
@@ -30,18 +30,8 @@ namespace {
   throw ApiError{400, message, param, ""};
 }
 
-std::string describe(const json& v) {
-  switch (v.type()) {
-    case json::value_t::string: return "a string";
-    case json::value_t::array: return "an array";
-    case json::value_t::object: return "an object";
-    case json::value_t::null: return "null";
-    default: return printable(v.dump(), 40);
-  }
-}
-
 [[noreturn]] void wrong_type(const std::string& key, const std::string& want, const json& v) {
-  bad_request(key, "'" + key + "' must be " + want + " (got " + describe(v) + ")");
+  bad_request(key, "'" + key + "' must be " + want + " (got " + describe_json(v) + ")");
 }
 
 // The body's fields, null treated as absent (OpenAI clients send explicit nulls).
@@ -73,10 +63,7 @@ class Fields {
     const json* v = get(key);
     if (!v) return std::nullopt;
     if (!v->is_number()) wrong_type(key, "a number", *v);
-    const double d = v->get<double>();
-    if (std::fabs(d) > static_cast<double>(std::numeric_limits<float>::max()))
-      return d > 0 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
-    return static_cast<float>(d);
+    return json_float(*v);
   }
   std::optional<std::string> string(const std::string& key) const {
     const json* v = get(key);
@@ -207,7 +194,7 @@ ServeRequest parse_serve_request(const std::string& body, bool chat, const Sessi
     // note: a number beyond double's range (1e400) is an out_of_range error, not a parse error.
     bad_request("", std::string("the body is not valid JSON: ") + e.what());
   }
-  if (!j.is_object()) bad_request("", "the body must be a JSON object (got " + describe(j) + ")");
+  if (!j.is_object()) bad_request("", "the body must be a JSON object (got " + describe_json(j) + ")");
   const Fields f(j);
   ServeRequest r;
   r.chat = chat;

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "decode/sampler.h"  // text_length
+
 namespace unmask {
 
 const char* finish_reason_name(FinishReason r) {
@@ -82,12 +84,10 @@ std::string TextStream::advance(const std::vector<int32_t>& filled_prompt,
       max_tokens_ > 0 ? std::min(answer.size(), static_cast<size_t>(max_tokens_)) : answer.size();
   size_t end = std::min(stable, limit);
   FinishReason reason = FinishReason::None;
-  for (size_t i = 0; i < end; i++) {
-    if (std::find(stop_ids_.begin(), stop_ids_.end(), answer[i]) != stop_ids_.end()) {
-      end = i;
-      reason = FinishReason::Stop;
-      break;
-    }
+  // The first stop id of the whole answer is the first of its stable part when it lies there.
+  if (const size_t first_stop = static_cast<size_t>(text_length(answer, stop_ids_)); first_stop < end) {
+    end = first_stop;
+    reason = FinishReason::Stop;
   }
   if (reason == FinishReason::None && (stable >= limit || finished)) reason = FinishReason::Length;
 
@@ -120,7 +120,7 @@ std::string TextStream::advance(const std::vector<int32_t>& filled_prompt,
   }
   const size_t before = released_.size();
   release(text);
-  if (reason != FinishReason::None && (final || stopped_by_string)) {
+  if (reason != FinishReason::None) {
     reason_ = reason;
     // The tokens the text covers: all `end` of them, or, cut at a stop string, the fewest whose
     // text reaches the cut.
