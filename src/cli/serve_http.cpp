@@ -143,7 +143,9 @@ void ApiServer::routes() {
     }
     return httplib::Server::HandlerResponse::Handled;
   }));
-  s.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+  // Counted before the status line is written, not in the logger (which runs after the body):
+  // a client that reads /metrics right after its answer must find that answer counted.
+  s.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     // Known routes only: a label per path a client made up would grow the metrics without bound.
     static const std::set<std::string> kRoutes = {"/v1/completions", "/v1/chat/completions", "/v1/models",
                                                   "/health", "/metrics"};
@@ -151,6 +153,8 @@ void ApiServer::routes() {
                           : req.path.rfind("/v1/models/", 0) == 0 ? "/v1/models/{id}"
                                                                    : "other",
                           res.status);
+  });
+  s.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     // note: the path is the client's text: escaped, so it cannot forge log lines or send escape
     // codes to a terminal.
     if (!o_.common.quiet)
