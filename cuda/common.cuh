@@ -45,6 +45,7 @@ namespace unmask::cuda {
 enum DeviceError : int {
   kErrEmbedId = 1,    // embed: token id outside the table
   kErrGatherRow = 2,  // gather_rows: row index outside x
+  kErrExpertId = 4,   // moe_experts: expert id outside the layer's experts
 };
 
 // What launchers need from the backend; owned by it (no global state).
@@ -54,7 +55,8 @@ struct Context {
   int sm_count = 0;
   size_t smem_optin = 0;  // max dynamic shared memory per block after opt-in
   int* error_word = nullptr;  // device int, DeviceError bits
-  bool attention_ready[cuda_plan::kAttentionVariantCount] = {};  // smem limit raised
+  // Shared-memory limit raised, per [block-causal][variant] attention kernel.
+  bool attention_ready[2][cuda_plan::kAttentionVariantCount] = {};
 };
 
 // elementwise.cu
@@ -72,7 +74,7 @@ const void* probe_kernel_address();
 void rmsnorm(Context& ctx, const Tensor& x, const Tensor& w, float eps, Tensor& out);
 
 // rope.cu
-void rope(Context& ctx, Tensor& x, const int32_t* positions, int head_dim, float theta);
+void rope(Context& ctx, Tensor& x, const int32_t* positions, int head_dim, int rotary_dim, float theta);
 
 // matmul.cu. `scratch` holds cuda_plan::matmul_scratch_bytes(x.rows, x.cols, w.dtype) bytes.
 void matmul(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out,
@@ -82,6 +84,21 @@ void matmul(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, 
 void attention(Context& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                const AttentionLayout& layout, int n_heads, int n_kv_heads, int head_dim,
                Tensor& out);
+
+// moe_route.cu. Arguments as Backend::moe_route; throws on a router the kernel cannot run
+// (moe::router_problem).
+void moe_route(Context& ctx, const Tensor& router_logits, const float* expert_bias, const MoeRouter& router,
+               int32_t* expert_ids, float* expert_weights);
+
+// moe.cu. moe_check throws unless the shapes and dtypes suit moe_experts. weight_table: device
+// array of 3 * n_experts pointers (every gate, then every up, then every down weight's data);
+// scratch: plan.bytes of device memory, plan = cuda_plan::moe_plan(chunk, top_k, n_experts,
+// x.cols, hidden) with chunk = cuda_plan::moe_chunk_rows(x.rows, ...): the rows go through in
+// chunks of that many. Arguments otherwise as Backend::moe_experts.
+void moe_check(const Tensor& x, int top_k, const ExpertWeights& experts, const Tensor& out);
+void moe_experts(Context& ctx, const Tensor& x, const int32_t* expert_ids, const float* expert_weights,
+                 int top_k, const ExpertWeights& experts, const void* const* weight_table,
+                 const cuda_plan::MoePlan& plan, void* scratch, Tensor& out);
 
 // pick.cu. All pointers are device memory; out[r] for r < logits.rows.
 void pick(Context& ctx, const Tensor& logits, const Tensor* uncond, const PickParams* params,

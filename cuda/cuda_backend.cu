@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <unordered_map>
+#include <vector>
 
 #include "common.cuh"
 #include "step_graph.h"
@@ -137,11 +139,16 @@ class CudaBackend final : public Backend {
     for (auto [ptr, capacity] : {std::pair{&act_scratch_, &act_scratch_bytes_},
                                  std::pair{&pick_params_, &pick_params_bytes_},
                                  std::pair{&pick_banned_, &pick_banned_bytes_},
-                                 std::pair{&pick_results_, &pick_results_bytes_}}) {
+                                 std::pair{&pick_results_, &pick_results_bytes_},
+                                 std::pair{&moe_scratch_, &moe_scratch_bytes_}}) {
       if (*ptr) free(*ptr);
       *ptr = nullptr;
       *capacity = 0;
     }
+    // Rebuilt on each layer's next (eager) use; dropping them bounds what models unloaded since
+    // leave behind.
+    for (auto& [pointers, device] : expert_tables_) free(device);
+    expert_tables_.clear();
   }
 
   Tensor random_weight(int64_t rows, int64_t cols, DType dtype, uint64_t seed, float scale) override {
@@ -214,8 +221,8 @@ class CudaBackend final : public Backend {
     ensure(act_scratch_, act_scratch_bytes_, cuda_plan::matmul_scratch_bytes(x.rows, x.cols, w.dtype));
     cuda::matmul(ctx_, x, w, bias, out, act_scratch_);
   }
-  void rope(Tensor& x, const int32_t* positions, int head_dim, float theta) override {
-    cuda::rope(ctx_, x, positions, head_dim, theta);
+  void rope(Tensor& x, const int32_t* positions, int head_dim, int rotary_dim, float theta) override {
+    cuda::rope(ctx_, x, positions, head_dim, rotary_dim, theta);
   }
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionLayout& layout,
                  int n_heads, int n_kv_heads, int head_dim, Tensor& out) override {
@@ -225,6 +232,22 @@ class CudaBackend final : public Backend {
     cuda::swiglu(ctx_, gate, up, out);
   }
   void add(Tensor& x, const Tensor& y) override { cuda::add(ctx_, x, y); }
+  void moe_route(const Tensor& router_logits, const float* expert_bias, const MoeRouter& router,
+                 int32_t* expert_ids, float* expert_weights) override {
+    cuda::moe_route(ctx_, router_logits, expert_bias, router, expert_ids, expert_weights);
+  }
+  void moe_experts(const Tensor& x, const int32_t* expert_ids, const float* expert_weights, int top_k,
+                   const ExpertWeights& experts, Tensor& out) override {
+    cuda::moe_check(x, top_k, experts, out);
+    if (x.rows == 0) return;
+    const int64_t hidden = experts.gate[0].rows;
+    const int64_t chunk = cuda_plan::moe_chunk_rows(x.rows, top_k, x.cols, hidden);
+    const cuda_plan::MoePlan plan =
+        cuda_plan::moe_plan(chunk, top_k, static_cast<int>(experts.gate.size()), x.cols, hidden);
+    ensure(moe_scratch_, moe_scratch_bytes_, plan.bytes);
+    cuda::moe_experts(ctx_, x, expert_ids, expert_weights, top_k, experts, expert_table(experts), plan,
+                      moe_scratch_, out);
+  }
   void scatter_rows(const Tensor& x, const int32_t* rows, Tensor& out) override {
     cuda::scatter_rows(ctx_, x, rows, out);
   }
@@ -353,7 +376,28 @@ class CudaBackend final : public Backend {
     *host_error_ = 0;
     CUDA_CHECK(cudaMemsetAsync(ctx_.error_word, 0, sizeof(int), ctx_.stream));
     if (flags & cuda::kErrEmbedId) fail_runtime("cuda: embed got a token id outside the embedding table");
+    if (flags & cuda::kErrExpertId) fail_runtime("cuda: moe_experts got an expert id outside the layer's experts");
     fail_runtime("cuda: gather_rows got a row index outside its input");
+  }
+
+  // The device array of an expert layer's weight pointers (every gate, every up, every down), built
+  // on the layer's first use, which is eager (a step is recorded on its second sighting): weights
+  // never move after upload. Keyed by the whole pointer list rather than the first gate's address
+  // alone, so a table is valid exactly when found, even after weights were freed and the memory
+  // reused. The lookup compares lists that differ almost always in their first entry.
+  const void* const* expert_table(const ExpertWeights& experts) {
+    std::vector<const void*> pointers;
+    pointers.reserve(3 * experts.gate.size());
+    for (const std::vector<Tensor>* part : {&experts.gate, &experts.up, &experts.down})
+      for (const Tensor& t : *part) pointers.push_back(t.data);
+    if (auto it = expert_tables_.find(pointers); it != expert_tables_.end())
+      return static_cast<const void* const*>(it->second);
+    UNMASK_CHECK(!capturing_, "cuda: an expert layer first seen while recording a step");
+    const size_t bytes = pointers.size() * sizeof(const void*);
+    void* device = alloc(bytes);
+    upload(device, pointers.data(), bytes);
+    expert_tables_.emplace(std::move(pointers), device);
+    return static_cast<const void* const*>(device);
   }
 
   // Host (pageable, e.g. mmap) -> device through two pinned buffers, so the copy of one chunk
@@ -387,6 +431,10 @@ class CudaBackend final : public Backend {
   size_t pick_banned_bytes_ = 0;
   void* pick_results_ = nullptr;  // [rows] PickResult
   size_t pick_results_bytes_ = 0;
+  void* moe_scratch_ = nullptr;  // cuda_plan::MoePlan of the largest moe_experts call
+  size_t moe_scratch_bytes_ = 0;
+  // Expert weight-pointer tables (expert_table): device copy of each list, by the list.
+  std::map<std::vector<const void*>, void*> expert_tables_;
   // Pinned host memory:
   char* staging_ = nullptr;  // small uploads, packed between syncs
   size_t staging_bytes_ = 0, staging_used_ = 0;

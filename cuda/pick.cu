@@ -334,8 +334,11 @@ pick_kernel(const float* logits, int64_t ld, const float* uncond, int64_t uncond
   row.uncond = (p.cfg_scale > 0.f && uncond) ? uncond + static_cast<int64_t>(p.uncond_row) * uncond_ld
                                               : nullptr;
   row.w1 = p.cfg_scale + 1.f;
-  row.banned = banned_sm;
-  row.n_banned = p.n_banned < 0 ? n_banned : min(p.n_banned, n_banned);
+  // The row bans entries [first_banned, n) of the list (first_banned 1: the mask stays choosable).
+  const int row_banned = p.n_banned < 0 ? n_banned : min(p.n_banned, n_banned);
+  const int first_banned = min(max(p.first_banned, 0), row_banned);
+  row.banned = banned_sm + first_banned;
+  row.n_banned = row_banned - first_banned;
   __syncthreads();
   if (p.filtered_confidence) {  // block-uniform: one row per block
     pick_filtered_confidence(row, vocab, p, sh, out + r);

@@ -12,6 +12,7 @@
 // pick_row_model() runs these steps sequentially; tests check it against pick_row on the CPU.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -373,7 +374,8 @@ inline PickResult pick_row_model(const float* logits, const float* uncond, int64
     float x = raw(v);
     const size_t n_banned = p.n_banned < 0 ? banned.size()
                                            : std::min(banned.size(), static_cast<size_t>(p.n_banned));
-    for (size_t i = 0; i < n_banned; i++)
+    const size_t first_banned = std::min(static_cast<size_t>(std::max(p.first_banned, 0)), n_banned);
+    for (size_t i = first_banned; i < n_banned; i++)
       if (banned[i] == v) x = kNegInf;
     return x;
   };

@@ -87,12 +87,13 @@ constexpr int attention_acc_per_thread(const AttentionVariant& v) {
 }
 
 // Shared memory: Q [q_tile, hd], K [kv_tile, hd + 1] (padded against bank conflicts),
-// V [kv_tile, hd], scores [q_tile, kv_tile], and running max / sum / rescale per query.
+// V [kv_tile, hd], scores [q_tile, kv_tile], and per query the running max / sum / rescale and
+// the block-causal key limit (an int32 in a float's slot).
 inline size_t attention_smem_bytes(int head_dim, int q_tile, int kv_tile) {
   const size_t floats = static_cast<size_t>(q_tile) * head_dim +
                         static_cast<size_t>(kv_tile) * (head_dim + 1) +
                         static_cast<size_t>(kv_tile) * head_dim +
-                        static_cast<size_t>(q_tile) * kv_tile + 3 * static_cast<size_t>(q_tile);
+                        static_cast<size_t>(q_tile) * kv_tile + 4 * static_cast<size_t>(q_tile);
   return floats * sizeof(float);
 }
 
@@ -128,5 +129,68 @@ inline bool attention_plan(int head_dim, size_t smem_limit, AttentionPlan* plan,
 
 // --- pick: one block per logits row.
 constexpr int kPickThreads = 512;
+
+// --- MoE experts. The (row, slot) assignments are bucketed by expert on the device; grouped GEMMs
+// then run one thread block per (row tile of one expert, column tile). How many row tiles there
+// are is known only on the device, so the grid covers the worst case and surplus blocks exit.
+constexpr int kMoeTileRows = 64;
+constexpr int kMoeTileCols = 64;
+
+// Where each array lives in the one MoE scratch buffer (byte offsets, 256-aligned), for
+// `rows` x `top_k` assignments over `n_experts` experts of d_model -> hidden -> d_model.
+struct MoePlan {
+  int64_t assignments = 0;  // rows * top_k
+  int64_t max_tiles = 0;    // bound on the row tiles of all experts together
+  size_t offsets = 0;       // int32 [n_experts + 1]: expert e's sorted assignments [offsets[e], offsets[e+1])
+  size_t perm = 0;          // int32 [assignments]: sorted position -> assignment (row * top_k + slot)
+  size_t tile_expert = 0;   // int32 [max_tiles]: the expert of row tile t
+  size_t tile_row = 0;      // int32 [max_tiles]: the first sorted position of row tile t
+  size_t n_tiles = 0;       // int32: the row tiles in use
+  size_t hidden = 0;        // f32 [assignments, hidden]: silu(gate x) * up x, sorted order
+  size_t y = 0;             // f32 [assignments, d_model]: each assignment's expert output, unweighted
+  size_t bytes = 0;
+};
+
+// sum_e ceil(c_e / T) <= floor(A / T) + (experts with c_e > 0), as each nonempty expert wastes
+// under one tile; at most min(n_experts, A) are nonempty.
+inline int64_t moe_max_tiles(int64_t assignments, int n_experts) {
+  const int64_t nonempty = assignments < n_experts ? assignments : n_experts;
+  return assignments / kMoeTileRows + nonempty;
+}
+
+// Rows per pass of moe_experts: its [assignments, hidden + d_model] f32 intermediates would take
+// 0.8 GB for an 8k-row LLaDA-MoE canvas, so long batches go through in chunks whose
+// intermediates fit this budget. A chunk re-reads the experts' weights, which costs little next
+// to its thousands of rows of GEMM work.
+constexpr size_t kMoeScratchBudget = 256 * kMiB;
+
+inline int64_t moe_chunk_rows(int64_t rows, int top_k, int64_t d_model, int64_t hidden) {
+  const size_t per_row = static_cast<size_t>(top_k) * static_cast<size_t>(hidden + d_model) * sizeof(float);
+  const int64_t fit = static_cast<int64_t>(kMoeScratchBudget / (per_row > 0 ? per_row : 1));
+  return rows < fit ? rows : (fit > 1 ? fit : 1);
+}
+
+// The scratch layout for one pass over `rows` rows (a chunk: moe_chunk_rows).
+inline MoePlan moe_plan(int64_t rows, int top_k, int n_experts, int64_t d_model, int64_t hidden) {
+  MoePlan p;
+  p.assignments = rows * top_k;
+  p.max_tiles = moe_max_tiles(p.assignments, n_experts);
+  const size_t a = static_cast<size_t>(p.assignments), tiles = static_cast<size_t>(p.max_tiles);
+  size_t at = 0;
+  auto take = [&at](size_t bytes) {
+    const size_t offset = at;
+    at = round_up(offset + bytes, 256);
+    return offset;
+  };
+  p.offsets = take((static_cast<size_t>(n_experts) + 1) * sizeof(int32_t));
+  p.perm = take(a * sizeof(int32_t));
+  p.tile_expert = take(tiles * sizeof(int32_t));
+  p.tile_row = take(tiles * sizeof(int32_t));
+  p.n_tiles = take(sizeof(int32_t));
+  p.hidden = take(a * static_cast<size_t>(hidden) * sizeof(float));
+  p.y = take(a * static_cast<size_t>(d_model) * sizeof(float));
+  p.bytes = at;
+  return p;
+}
 
 }  // namespace unmask::cuda_plan

@@ -150,12 +150,12 @@ TEST_CASE("config: defaults, GQA, tying, eot and unmask_defaults") {
 
 TEST_CASE("config: model family errors") {
   check_config_error(with(minimal(), "model_type", "gpt2"),
-                     "models/x/config.json: unsupported model_type 'gpt2' (supported: llada, Dream, llama)");
+                     "models/x/config.json: unsupported model_type 'gpt2' (supported: llada, Dream, llama, llada2_moe, lladamoe)");
   check_config_error(with(minimal(), "model_type", 3), "key 'model_type' must be a string (got 3)");
   check_config_error(without(minimal(), "model_type"), "no 'model_type'");
   check_config_error(with(without(minimal(), "model_type"), "architectures", {"GPT2LMHeadModel"}),
                      "'architectures' lists no supported architecture (LLaDAModelLM, DreamModel, "
-                     "LlamaForCausalLM)");
+                     "LlamaForCausalLM, LLaDA2MoeModelLM, LLaDAMoEModelLM)");
   check_config_error(json::array(), "not a JSON object");
   check_config_error(with(minimal(), "alibi", true), "key 'alibi' is unsupported unless false (got true)");
   check_config_error(with(minimal(), "rope", false), "key 'rope' is unsupported unless true");

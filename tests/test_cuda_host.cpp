@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common.h"
+#include "cuda/moe_select.h"
 #include "cuda/pick_select.h"
 #include "cuda/plan.h"
 #include "cuda/step_graph.h"
@@ -322,6 +323,35 @@ TEST_CASE("cuda host: the pick algorithm matches the reference fixture rows") {
   }
 }
 
+// first_banned: the mask (entry 0 of the list) stays choosable while the rest stay banned.
+TEST_CASE("cuda host: first_banned unbans the head of the list, in the kernel's model and the CPU") {
+  std::mt19937 gen(13);
+  std::vector<int32_t> scratch;
+  for (int variant = 0; variant < 5; variant++) {
+    for (int first : {0, 1, 2}) {
+      for (int n_banned : {-1, 1, 2}) {
+        CAPTURE(variant);
+        CAPTURE(first);
+        CAPTURE(n_banned);
+        // Variant 0 at temperature 0: the mask wins exactly when it is choosable.
+        RandomPick c = random_pick(gen, 400, variant, variant == 0 ? 0.f : 0.7f, variant == 1 ? 5 : 0, 0.9f);
+        std::erase_if(c.banned, [](int32_t v) { return v == 7 || v == 9; });
+        c.banned.insert(c.banned.begin(), {7, 9});
+        c.row[7] = 30.f;  // the mask would win whenever it is choosable
+        c.row[9] = 29.f;
+        c.params.first_banned = first;
+        c.params.n_banned = n_banned;
+        const float* u = c.uncond_or_null();
+        const PickResult model = pick::pick_row_model(c.row.data(), u, 400, c.params, c.banned);
+        std::vector<float> work = c.row;
+        unmask::test::check_pick(model, pick_row(work.data(), u, 400, c.params, c.banned, scratch));
+        const int32_t n = n_banned < 0 ? static_cast<int32_t>(c.banned.size()) : n_banned;
+        if (variant == 0) CHECK((model.token == 7) == (first >= 1 || n == 0));
+      }
+    }
+  }
+}
+
 TEST_CASE("cuda host: a row with every token banned has no winner") {
   const std::vector<float> row = {1.f, 2.f, 3.f};
   PickParams p;
@@ -449,13 +479,20 @@ TEST_CASE("cuda host: the forward keys its layers by shape and buffers, so steps
     void embed(const int32_t* i, const Tensor& t, Tensor& o) override { cpu->embed(i, t, o); }
     void rmsnorm(const Tensor& x, const Tensor& w, float e, Tensor& o) override { cpu->rmsnorm(x, w, e, o); }
     void matmul(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& o) override { cpu->matmul(x, w, b, o); }
-    void rope(Tensor& x, const int32_t* p, int h, float t) override { cpu->rope(x, p, h, t); }
+    void rope(Tensor& x, const int32_t* p, int h, int rd, float t) override { cpu->rope(x, p, h, rd, t); }
     void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionLayout& l, int h,
                    int kv, int d, Tensor& o) override {
       cpu->attention(q, k, v, l, h, kv, d, o);
     }
     void swiglu(const Tensor& g, const Tensor& u, Tensor& o) override { cpu->swiglu(g, u, o); }
     void add(Tensor& x, const Tensor& y) override { cpu->add(x, y); }
+    void moe_route(const Tensor& l, const float* b, const MoeRouter& r, int32_t* i, float* w) override {
+      cpu->moe_route(l, b, r, i, w);
+    }
+    void moe_experts(const Tensor& x, const int32_t* i, const float* w, int k, const ExpertWeights& e,
+                     Tensor& o) override {
+      cpu->moe_experts(x, i, w, k, e, o);
+    }
     void gather_rows(const Tensor& x, const int32_t* r, Tensor& o) override { cpu->gather_rows(x, r, o); }
     void scatter_rows(const Tensor& x, const int32_t* r, Tensor& o) override { cpu->scatter_rows(x, r, o); }
     void pick(const Tensor& l, const Tensor* u, const PickParams* p, const std::vector<int32_t>& b,
@@ -503,3 +540,173 @@ TEST_CASE("cuda host: without a usable device the GPU tests report themselves sk
   CHECK(std::system(list.c_str()) == 0);
 }
 #endif
+
+// --- MoE: the routing kernel's model against the CPU backend, and the scratch plan.
+
+TEST_CASE("cuda host: the routing kernel's model matches the CPU's moe_route") {
+  auto cpu = make_cpu_backend(1);
+  std::mt19937 gen(31);
+  std::normal_distribution<float> normal(0.f, 2.f);
+  struct Case {
+    RouterScore score;
+    int n_experts, top_k, n_group, topk_group;
+    bool bias, bias_in_weights, renormalize;
+    float scale;
+  };
+  const Case cases[] = {
+      {RouterScore::Sigmoid, 256, 8, 8, 4, true, false, true, 2.5f},  // LLaDA2.0-mini
+      {RouterScore::Sigmoid, 16, 3, 4, 2, true, false, true, 1.f},
+      {RouterScore::Sigmoid, 32, 1, 4, 2, true, false, true, 2.f},
+      {RouterScore::Sigmoid, 64, 4, 1, 1, false, false, true, 1.5f},
+      {RouterScore::Softmax, 64, 8, 1, 1, false, false, false, 1.f},  // LLaDA-MoE
+      {RouterScore::Softmax, 64, 8, 1, 1, true, true, false, 1.f},
+      {RouterScore::Softmax, 8, 2, 1, 1, true, true, false, 1.f},
+  };
+  for (const Case& k : cases) {
+    for (bool ties : {false, true}) {
+      MoeRouter r;
+      r.score = k.score;
+      r.n_experts = k.n_experts;
+      r.top_k = k.top_k;
+      r.n_group = k.n_group;
+      r.topk_group = k.topk_group;
+      r.bias_in_weights = k.bias_in_weights;
+      r.renormalize = k.renormalize;
+      r.scale = k.scale;
+      REQUIRE(moe::router_problem(r).empty());
+      CAPTURE(k.n_experts);
+      CAPTURE(k.top_k);
+      CAPTURE(static_cast<int>(k.score));
+      CAPTURE(ties);
+      const int64_t rows = 9;
+      const int E = k.n_experts;
+      std::vector<float> logits(rows * E), bias(E);
+      for (float& x : logits) x = ties ? std::round(normal(gen) * 2.f) / 2.f : normal(gen);
+      for (float& x : bias) x = ties ? 0.125f : normal(gen) * 0.05f;
+      Tensor l;
+      l.rows = rows;
+      l.cols = E;
+      l.dtype = DType::F32;
+      l.data = cpu->alloc(l.n_bytes());
+      cpu->upload(l.data, logits.data(), l.n_bytes());
+      auto* b = static_cast<float*>(cpu->alloc(E * sizeof(float)));
+      cpu->upload(b, bias.data(), E * sizeof(float));
+      auto* ids = static_cast<int32_t*>(cpu->alloc(rows * k.top_k * sizeof(int32_t)));
+      auto* w = static_cast<float*>(cpu->alloc(rows * k.top_k * sizeof(float)));
+      cpu->moe_route(l, k.bias ? b : nullptr, r, ids, w);
+      for (int64_t row = 0; row < rows; row++) {
+        CAPTURE(row);
+        std::vector<int32_t> model_ids(k.top_k);
+        std::vector<float> model_w(k.top_k);
+        moe::route_row_model(logits.data() + row * E, k.bias ? bias.data() : nullptr, r, model_ids.data(),
+                             model_w.data());
+        // The same set (slot order is the backends' own), the same weights.
+        std::vector<std::pair<int32_t, float>> want, got;
+        for (int t = 0; t < k.top_k; t++) {
+          want.emplace_back(ids[row * k.top_k + t], w[row * k.top_k + t]);
+          got.emplace_back(model_ids[t], model_w[t]);
+        }
+        std::sort(want.begin(), want.end());
+        std::sort(got.begin(), got.end());
+        for (int t = 0; t < k.top_k; t++) {
+          CHECK(got[t].first == want[t].first);
+          CHECK(got[t].second == doctest::Approx(want[t].second).epsilon(1e-5));
+        }
+        // Distinct experts.
+        std::vector<int32_t> sorted = model_ids;
+        std::sort(sorted.begin(), sorted.end());
+        CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());
+      }
+      for (void* p : {l.data, static_cast<void*>(b), static_cast<void*>(ids), static_cast<void*>(w)}) cpu->free(p);
+    }
+  }
+}
+
+TEST_CASE("cuda host: the routing model follows LLaDA2's group rule and the tie order") {
+  // 8 experts in 4 groups of 2, keep 2 groups, top 2. Group sums: g0 = 0.9 + 0.1 = 1.0,
+  // g1 = 0.6 + 0.6, g2 = 0.95 + ~0, g3 = 0.6 + 0.6. g1 and g3 (1.2) are kept although g2 holds the
+  // best single expert; among experts 2, 3, 6, 7 (all 0.6) the two lowest indices win.
+  MoeRouter r;
+  r.score = RouterScore::Sigmoid;
+  r.n_experts = 8;
+  r.top_k = 2;
+  r.n_group = 4;
+  r.topk_group = 2;
+  r.renormalize = true;
+  r.scale = 2.f;
+  auto logit = [](float p) { return std::log(p / (1.f - p)); };
+  const float zero_ish = 1e-6f;
+  std::vector<float> logits = {logit(0.9f), logit(0.1f), logit(0.6f), logit(0.6f),
+                               logit(0.95f), logit(zero_ish), logit(0.6f), logit(0.6f)};
+  std::vector<int32_t> ids(2);
+  std::vector<float> w(2);
+  moe::route_row_model(logits.data(), nullptr, r, ids.data(), w.data());
+  CHECK(ids == std::vector<int32_t>{2, 3});
+  CHECK(w[0] == doctest::Approx(1.f));  // 0.6 / 1.2 * 2
+  CHECK(w[1] == doctest::Approx(1.f));
+  // A bias steers the selection but not the weights: +0.5 on expert 4 lifts group 2 to 1.45, which
+  // is kept with g1 (the lower index of the 1.2 tie); expert 2 beats its tie 3.
+  std::vector<float> bias(8, 0.f);
+  bias[4] = 0.5f;
+  moe::route_row_model(logits.data(), bias.data(), r, ids.data(), w.data());
+  CHECK(ids == std::vector<int32_t>{4, 2});
+  CHECK(w[0] == doctest::Approx(0.95f / (0.95f + 0.6f) * 2.f));
+  // Routers the kernel cannot run are refused with a reason.
+  r.n_group = 3;
+  CHECK(!moe::router_problem(r).empty());
+  r.n_group = 8;  // groups of one: no top-2 sum
+  CHECK(!moe::router_problem(r).empty());
+  r.n_group = 4;
+  r.top_k = 5;  // more than the kept groups hold
+  CHECK(!moe::router_problem(r).empty());
+}
+
+TEST_CASE("cuda host: the MoE scratch plan holds every array and bounds the row tiles") {
+  std::mt19937 gen(32);
+  for (int64_t rows : {1, 7, 64, 65, 1000}) {
+    for (int n_experts : {1, 8, 256}) {
+      for (int top_k : {1, 2, 8}) {
+        if (top_k > n_experts) continue;
+        CAPTURE(rows);
+        CAPTURE(n_experts);
+        CAPTURE(top_k);
+        const plan::MoePlan p = plan::moe_plan(rows, top_k, n_experts, 72, 40);
+        const size_t a = static_cast<size_t>(rows * top_k), t = static_cast<size_t>(p.max_tiles);
+        // In order, 256-aligned, none overlapping the next.
+        const std::vector<std::pair<size_t, size_t>> regions = {
+            {p.offsets, (n_experts + 1) * 4}, {p.perm, a * 4},          {p.tile_expert, t * 4},
+            {p.tile_row, t * 4},             {p.n_tiles, 4},           {p.hidden, a * 40 * 4},
+            {p.y, a * 72 * 4}};
+        for (size_t i = 0; i < regions.size(); i++) {
+          CHECK(regions[i].first % 256 == 0);
+          const size_t end = regions[i].first + regions[i].second;
+          CHECK(end <= (i + 1 < regions.size() ? regions[i + 1].first : p.bytes));
+        }
+        // However the assignments fall, the tiles fit the bound (the GEMM grids cover it).
+        for (int trial = 0; trial < 20; trial++) {
+          std::vector<int64_t> count(n_experts, 0);
+          const int spread = trial % 2 ? n_experts : std::max(1, n_experts / 7);
+          for (size_t i = 0; i < a; i++) count[gen() % spread]++;
+          int64_t tiles = 0;
+          for (int64_t c : count) tiles += (c + plan::kMoeTileRows - 1) / plan::kMoeTileRows;
+          CHECK(tiles <= p.max_tiles);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda host: long MoE batches go through in chunks whose intermediates fit the budget") {
+  // LLaDA2.0-mini (d 2048, M 512, k 8) and LLaDA-MoE (d 2048, M 1024, k 8).
+  for (int64_t hidden : {512, 1024}) {
+    const int64_t per_row = 8 * (hidden + 2048) * 4;
+    CHECK(plan::moe_chunk_rows(100, 8, 2048, hidden) == 100);  // a decode step: one pass
+    const int64_t chunk = plan::moe_chunk_rows(1 << 16, 8, 2048, hidden);
+    CAPTURE(chunk);
+    CHECK(chunk >= 1000);
+    CHECK(static_cast<size_t>(chunk * per_row) <= plan::kMoeScratchBudget);
+    CHECK(static_cast<size_t>((chunk + 1) * per_row) > plan::kMoeScratchBudget);
+  }
+  // A row bigger than the budget still makes progress.
+  CHECK(plan::moe_chunk_rows(10, 32, 1 << 20, 1 << 20) == 1);
+}

@@ -82,9 +82,21 @@ void add_generation_options(CLI::App& app, GenerationOptions& o) {
                  "confidence >= 1 - factor/(n+1); factor in (0, 100]")
       ->transform(decimal_number());
   app.add_option("--cache", o.cache,
-                 "KV cache across a block's steps: none, prefix or dual (an approximation; "
-                 "none reproduces the reference)")
-      ->capture_default_str();
+                 "KV cache across a block's steps: none, prefix or dual (approximations for "
+                 "bidirectional models; none reproduces the reference), or block (exact, for "
+                 "block-diffusion models; their default). Default: block for LLaDA2, else none");
+  app.add_option("--editing-threshold", o.editing_threshold,
+                 "LLaDA2.1 token editing (--alg llada2): rewrite a committed token of the current "
+                 "block whose prediction changed with probability > this, in [0, 1] (LLaDA2.1's "
+                 "default 0.9); unset: LLaDA2.0's loop, no editing")
+      ->transform(decimal_number());
+  app.add_option("--max-post-steps", o.max_post_steps,
+                 "LLaDA2.1: editing forwards after a block's last mask is filled (default 16)")
+      ->transform(bounded(0, kMaxSteps));
+  app.add_option("--editing-preset", o.editing_preset,
+                 "LLaDA2.1's model-card modes: quality (--threshold 0.7 --editing-threshold 0.5) "
+                 "or speed (0.5 and 0.0); explicit options win")
+      ->check(CLI::IsMember({"quality", "speed"}));
   app.add_option("--seed", o.seed, "Seed of the counter-based noise, in [0, 2^64 - 1]")
       ->transform(decimal_u64())
       ->capture_default_str();
@@ -112,7 +124,11 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   const GenerationDefaults& d = config.defaults;
   s.gen_length = o.gen_length.value_or(d.gen_length > 0 ? d.gen_length : 128);
   const int wanted_block = d.block_length > 0 ? d.block_length : 32;
-  if (o.block_length) {
+  const bool llada2 = o.alg.empty() ? default_algorithm(config) == Algorithm::Llada2 : o.alg == "llada2";
+  if (llada2) {
+    // LLaDA2 pads the canvas to whole blocks, so any gen length fits any block length.
+    s.block_length = o.block_length.value_or(wanted_block);
+  } else if (o.block_length) {
     s.block_length = *o.block_length;
   } else if (s.gen_length > 0 && s.gen_length % wanted_block == 0) {
     s.block_length = wanted_block;
@@ -138,7 +154,7 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   } else if (!o.gen_length && d.steps > 0) {
     s.steps = d.steps;
   } else {
-    s.steps = s.gen_length;
+    s.steps = llada2 ? s.block_length : s.gen_length;
   }
   // note: + 0.f turns a typed -0 into 0, so records never show -0.0.
   s.temperature = o.temperature + 0.f;
@@ -150,12 +166,22 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   s.factor = o.factor;
   s.no_eos = o.no_eos;
   s.eos_last = o.eos_last;
-  s.cache = parse_cache_mode(o.cache, names);
+  s.cache = o.cache.empty() ? (llada2 ? CacheMode::Block : CacheMode::None) : parse_cache_mode(o.cache, names);
+  if (!o.editing_preset.empty() && !llada2)
+    fail_usage("--editing-preset applies to " + setting_name("alg", names) + " llada2 (LLaDA2.1) only");
+  const bool speed = o.editing_preset == "speed";
+  if (llada2 && !s.threshold) s.threshold = o.editing_preset.empty() ? kLlada2Threshold : speed ? 0.5f : 0.7f;
+  s.editing_threshold = o.editing_threshold;
+  if (!s.editing_threshold && !o.editing_preset.empty()) s.editing_threshold = speed ? 0.f : 0.5f;
+  s.max_post_steps = o.max_post_steps.value_or(kLlada2MaxPostSteps);
+  if (o.max_post_steps && !s.editing_threshold)
+    fail_usage(setting_name("max_post_steps", names) + " applies to LLaDA2.1's editing loop: give " +
+               setting_name("editing_threshold", names) + " too");
   s.seed = o.seed;
   s.eos_stop = o.eos_stop;
   s.alg = o.alg.empty() ? default_algorithm(config) : parse_algorithm(o.alg, names);
   s.alg_temp = o.alg_temp + 0.f;
-  if (s.alg != Algorithm::Llada) {
+  if (s.alg != Algorithm::Llada && s.alg != Algorithm::Llada2) {
     if (o.block_length)
       fail_usage(setting_name("block_length", names) + " applies to " + setting_name("alg", names) +
                  " llada only (Dream's loop has no blocks)");

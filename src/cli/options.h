@@ -43,9 +43,14 @@ struct GenerationOptions {
   bool eos_stop = true;
   bool no_eos = false;
   bool eos_last = false;
-  std::string cache = "none";
+  std::string cache;  // empty: block for block-diffusion models, else none
   std::string alg;  // empty: the family's default loop
   float alg_temp = 0.f;
+  // LLaDA2.1's token editing (the llada2 loop): unset thresholds come from the preset, else
+  // LLaDA2's defaults (threshold 0.95; no editing: LLaDA2.0's loop).
+  std::optional<float> editing_threshold;
+  std::optional<int> max_post_steps;
+  std::string editing_preset;  // "", "quality" or "speed" (LLaDA2.1's model card modes)
 };
 
 // `formats`: the choices of --format, the first being the default; empty: no --format option.
@@ -56,7 +61,8 @@ void add_prompt_options(CLI::App& app, PromptOptions& o);
 
 // Defaults: gen-length from config.json's "unmask_defaults" else 128; block-length from there
 // (else 32) when it divides gen-length, else 32 when that does, else gen-length; steps =
-// gen-length. `names` styles the names in errors and notes; `notes` (when given) receives a line
+// gen-length. LLaDA2's loop (block-diffusion models): block-length from there else 32 whatever
+// the gen-length, steps = block-length (its steps are per block), threshold 0.95, cache block. `names` styles the names in errors and notes; `notes` (when given) receives a line
 // when a block length had to change to fit the gen length. Throws fail_usage on unknown names.
 GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfig& config,
                                     SettingNames names = SettingNames::Options,

@@ -58,6 +58,28 @@ int32_t Engine::slot_for(const Sampler* s, const std::vector<Sampler*>& active) 
 }
 
 void Engine::step(const std::vector<Sampler*>& active) {
+  // Block-causal attention takes one block size per forward: requests with different block
+  // lengths step in separate forwards.
+  if (model_.config().block_causal) {
+    std::vector<int> lengths;
+    for (Sampler* s : active)
+      if (!s->done() && std::find(lengths.begin(), lengths.end(), s->settings().block_length) == lengths.end())
+        lengths.push_back(s->settings().block_length);
+    if (lengths.size() > 1) {
+      for (int length : lengths) {
+        std::vector<Sampler*> group;
+        for (Sampler* s : active)
+          if (!s->done() && s->settings().block_length == length) group.push_back(s);
+        step_group(group, active);
+      }
+      return;
+    }
+  }
+  step_group(active, active);
+}
+
+void Engine::step_group(const std::vector<Sampler*>& group, const std::vector<Sampler*>& live) {
+  const std::vector<Sampler*>& active = group;
   batch_.clear();
   params_.clear();
   struct Span { Sampler* sampler; size_t first_pick; };
@@ -74,19 +96,23 @@ void Engine::step(const std::vector<Sampler*>& active) {
   }
   if (any_cache && slot_rows_ == 0) {
     int32_t longest = 0;
-    for (Sampler* s : active) longest = std::max(longest, static_cast<int32_t>(s->canvas().size()));
-    reserve(static_cast<int32_t>(active.size()), longest, false, true);
+    for (Sampler* s : live) longest = std::max(longest, static_cast<int32_t>(s->canvas().size()));
+    reserve(static_cast<int32_t>(live.size()), longest, false, true);
   }
   // Row of canvas position `pos` of a sequence whose first added token is `start`.
+  // Only the window attention reads: the whole canvas, or LLaDA2's blocks up to the current one.
   auto add = [&](Sampler* s, const std::vector<int32_t>& canvas, int32_t slot_row) {
-    if (!any_cache) return batch_.add_sequence(canvas);
+    if (!any_cache) return batch_.add_sequence(canvas, s->attention_end());
     UNMASK_CHECK(static_cast<int32_t>(canvas.size()) <= slot_rows_, "canvas longer than its cache slot");
     const auto [first, last] = s->active_range();
-    return batch_.add_cached_sequence(canvas, first, last, slot_row) - first;
+    return batch_.add_cached_sequence(canvas, first, last, slot_row, s->attention_end()) - first;
   };
   for (Sampler* s : active) {
+    if (!s->done() && model_.config().block_causal) batch_.block_size = s->settings().block_length;
+  }
+  for (Sampler* s : active) {
     if (s->done()) continue;
-    const int32_t slot_row = any_cache ? slot_for(s, active) * slot_rows_ : 0;
+    const int32_t slot_row = any_cache ? slot_for(s, live) * slot_rows_ : 0;
     const int32_t start = add(s, s->canvas(), slot_row);
     spans.push_back({s, params_.size()});
     for (int32_t pos : s->wanted()) {

@@ -63,6 +63,8 @@ class Engine {
   std::unordered_map<const Sampler*, int32_t> slots_;  // first of its slots
   std::vector<int32_t> free_slots_;
   int32_t slot_for(const Sampler* s, const std::vector<Sampler*>& active);
+  // One forward for `group` (samplers of `live`, the whole batch, which keeps its cache slots).
+  void step_group(const std::vector<Sampler*>& group, const std::vector<Sampler*>& live);
 };
 
 }  // namespace unmask

@@ -56,6 +56,11 @@ Sampler::Sampler(std::vector<int32_t> prompt, const GenerationSettings& settings
     prompt_is_mask_[i] = config.infill_prompt_masks && canvas_[i] == mask_id_;
   prompt_masks_ = static_cast<int>(std::count(prompt_is_mask_.begin(), prompt_is_mask_.end(), true));
   canvas_.resize(canvas_.size() + settings.gen_length, mask_id_);
+  answer_end_ = static_cast<int>(canvas_.size());
+  if (llada2_loop()) {
+    start_llada2();
+    return;
+  }
   if (dream_loop()) {
     timesteps_ = dream_timesteps(settings.steps, settings.eps);
     advance_dream();
@@ -85,12 +90,23 @@ PickParams Sampler::pick_params(int32_t position) const {
   p.top_p = settings_.top_p;
   p.cfg_scale = settings_.cfg_scale;
   p.n_banned = settings_.no_eos ? 1 + static_cast<int32_t>(stop_ids_.size()) : 1;
-  p.filtered_confidence = dream_loop();
+  // LLaDA2's argmax runs over the whole vocabulary, the mask included; its confidence is the
+  // probability under the tempered, filtered logits it samples from.
+  p.first_banned = llada2_loop() ? 1 : 0;
+  p.filtered_confidence = settings_.alg != Algorithm::Llada;
   return p;
 }
 
 std::pair<int32_t, int32_t> Sampler::active_range() const {
   const int32_t length = static_cast<int32_t>(canvas_.size());
+  if (llada2_loop()) {
+    // Uncached, or the first forward: the window up to the block's end (later blocks cannot
+    // change it). Cached: the block, plus the block before when its final keys and values are
+    // not written yet (its rows do not see this block, so they equal a forward of their own).
+    const int32_t end = attention_end(), bl = settings_.block_length;
+    if (refresh_step()) return {0, end};
+    return {std::max(end - (block_step_ == 0 ? 2 : 1) * bl, 0), end};
+  }
   if (refresh_step()) return {0, length};
   // From the block's start, or from the first masked position before it (a prompt mask, or one
   // an earlier block left), whose logits this step reads too.
@@ -216,6 +232,10 @@ void Sampler::commit(const std::vector<PickResult>& picks) {
     wanted_.clear();
     return;
   }
+  if (llada2_loop()) {
+    commit_llada2(picks);
+    return;
+  }
   int n = 0;
   const std::vector<size_t> order = dream_loop() ? dream_order(picks, n) : llada_order(picks, n);
   for (int i = 0; i < n; i++) canvas_[wanted_[order[i]]] = picks[order[i]].token;
@@ -228,14 +248,7 @@ void Sampler::commit(const std::vector<PickResult>& picks) {
   step_++;
   block_step_++;
   schedule_step_++;
-  if (settings_.eos_stop && text_is_final()) {
-    for (size_t i = prompt_length_; i < canvas_.size(); i++)
-      if (canvas_[i] == mask_id_) canvas_[i] = eos_id_;
-    stopped_early_ = true;
-    done_ = true;
-    wanted_.clear();
-    return;
-  }
+  if (settings_.eos_stop && finish_early()) return;
   if (dream_loop()) {
     advance_dream();
   } else {
@@ -243,23 +256,34 @@ void Sampler::commit(const std::vector<PickResult>& picks) {
   }
 }
 
+bool Sampler::finish_early() {
+  if (!text_is_final()) return false;
+  for (int i = prompt_length_; i < answer_end_; i++)
+    if (canvas_[i] == mask_id_) canvas_[i] = eos_id_;
+  stopped_early_ = true;
+  done_ = true;
+  wanted_.clear();
+  return true;
+}
+
 bool Sampler::text_is_final() {
   // A mask left in the prompt would still be filled: its text is not final.
   if (prompt_masks_ > 0 && std::find(canvas_.begin(), canvas_.begin() + prompt_length_, mask_id_) !=
                                canvas_.begin() + prompt_length_)
     return false;
-  for (size_t i = prompt_length_; i < canvas_.size(); i++) {
+  const auto end = canvas_.begin() + answer_end_;
+  for (int i = prompt_length_; i < answer_end_; i++) {
     if (canvas_[i] == mask_id_) return false;
     if (std::find(stop_ids_.begin(), stop_ids_.end(), canvas_[i]) != stop_ids_.end()) {
       // Finishing early matters only when masks remain after the stop token.
-      return std::find(canvas_.begin() + i, canvas_.end(), mask_id_) != canvas_.end();
+      return std::find(canvas_.begin() + i, end, mask_id_) != end;
     }
   }
   return false;
 }
 
 std::vector<int32_t> Sampler::answer() const {
-  return std::vector<int32_t>(canvas_.begin() + prompt_length_, canvas_.end());
+  return std::vector<int32_t>(canvas_.begin() + prompt_length_, canvas_.begin() + answer_end_);
 }
 
 std::vector<int32_t> Sampler::filled_prompt() const {
@@ -267,7 +291,7 @@ std::vector<int32_t> Sampler::filled_prompt() const {
 }
 
 int Sampler::masks_left() const {
-  return static_cast<int>(std::count(canvas_.begin() + first_candidate_, canvas_.end(), mask_id_));
+  return static_cast<int>(std::count(canvas_.begin() + first_candidate_, canvas_.begin() + answer_end_, mask_id_));
 }
 
 int text_length(const std::vector<int32_t>& answer, const std::vector<int32_t>& stop_ids) {

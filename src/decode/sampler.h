@@ -43,8 +43,12 @@ class Sampler {
   // (position 0 reads its own row, as the references' logits[:, :1] does).
   std::pair<int32_t, int32_t> active_range() const;
   bool refresh_step() const {
+    if (llada2_loop()) return settings_.cache == CacheMode::None || !kv_written_;
     return settings_.cache == CacheMode::None || block_step_ == 0 || block_ < 0;
   }
+  // Canvas positions [0, n) whose keys and values attention reads this step: the whole canvas,
+  // or under LLaDA2's block-causal attention the window up to the current block's end.
+  int32_t attention_end() const;
   PickParams pick_params(int32_t position) const;
   // Applies one step's picks (one per wanted() position, same order).
   void commit(const std::vector<PickResult>& picks);
@@ -59,7 +63,9 @@ class Sampler {
   int prompt_length() const { return prompt_length_; }
   int steps_done() const { return step_; }
   int forwards() const { return step_ * (uses_cfg() ? 2 : 1); }
-  bool dream_loop() const { return settings_.alg != Algorithm::Llada; }
+  bool dream_loop() const { return settings_.alg != Algorithm::Llada && !llada2_loop(); }
+  bool llada2_loop() const { return settings_.alg == Algorithm::Llada2; }
+  int edits() const { return edits_; }  // LLaDA2.1: committed tokens rewritten
   bool stopped_early() const { return stopped_early_; }
   // Non-empty when the request ended in an error (non-finite logits, nothing choosable); the
   // sampler is then done and its canvas incomplete.
@@ -77,6 +83,12 @@ class Sampler {
   std::vector<size_t> llada_order(const std::vector<PickResult>& picks, int& n) const;
   std::vector<size_t> dream_order(const std::vector<PickResult>& picks, int& n) const;
   bool text_is_final();      // an EOS is committed and everything before it is filled
+  // LLaDA2's loops (llada2_loop.cpp).
+  void start_llada2();
+  void advance_llada2();     // the next forward of the current block, or the next block
+  void commit_llada2(const std::vector<PickResult>& picks);
+  void end_llada2_block();
+  bool finish_early();       // eos_stop: the text is final; fills the tail, true when done
 
   GenerationSettings settings_;
   int32_t mask_id_;
@@ -103,6 +115,14 @@ class Sampler {
   std::vector<int> steps_per_block_done_;  // forwards spent in each block (stats)
   std::vector<int> commits_per_step_;      // tokens committed at each step (stats)
   int cache_refreshes_ = 0, cached_steps_ = 0;
+  int answer_end_ = 0;          // prompt_length + gen_length: LLaDA2 pads the canvas past it
+  // LLaDA2:
+  int llada2_steps_ = 0;        // steps per block, clamped to gen_length as its generate() does
+  int post_steps_ = 0;          // LLaDA2.1: forwards since the block's last mask was filled
+  bool block_had_masks_ = false;  // LLaDA2.1: the pending forward's block held masks
+  int block_iterations_ = 0;    // forwards in the current block
+  bool kv_written_ = false;     // the cache holds the keys and values before the current block
+  int edits_ = 0;
 };
 
 // Number of answer tokens before the first stop id (the "generated tokens" of the stats).

@@ -43,7 +43,7 @@ void resolve_mask_id(Session& s, std::optional<int32_t> option, bool require) {
 // Text ends at the first end-of-text or end-of-turn token. LLaDA-8B's config names only its EOS,
 // while Instruct answers end with <|eot_id|>; Dream's chat turns end with <|im_end|>.
 void add_tokenizer_stop_ids(Session& s) {
-  for (const std::string& piece : {std::string("<|eot_id|>"), std::string("<|im_end|>"),
+  for (const std::string& piece : {std::string("<|eot_id|>"), std::string("<|im_end|>"), std::string("<|role_end|>"),
                                    s.tokenizer_config.eos_token}) {
     if (piece.empty()) continue;
     const int32_t id = s.tokenizer->piece_to_id(piece);

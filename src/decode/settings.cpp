@@ -36,7 +36,7 @@ struct AlgorithmName {
 constexpr AlgorithmName kAlgorithms[] = {
     {Algorithm::Llada, "llada"},           {Algorithm::Origin, "origin"},
     {Algorithm::MaskgitPlus, "maskgit_plus"}, {Algorithm::TopkMargin, "topk_margin"},
-    {Algorithm::Entropy, "entropy"},
+    {Algorithm::Entropy, "entropy"},       {Algorithm::Llada2, "llada2"},
 };
 
 // "1.5", "inf", "nan": the value as the engine holds it.
@@ -57,10 +57,11 @@ Algorithm parse_algorithm(const std::string& name, SettingNames names) {
   for (const AlgorithmName& n : kAlgorithms)
     if (name == n.name) return n.alg;
   fail_usage(setting_name("alg", names) + ": unknown algorithm '" + name +
-             "' (choose llada, origin, maskgit_plus, topk_margin or entropy)");
+             "' (choose llada, origin, maskgit_plus, topk_margin, entropy or llada2)");
 }
 
 Algorithm default_algorithm(const ModelConfig& config) {
+  if (config.block_causal) return Algorithm::Llada2;
   if (config.family == "dream") return Algorithm::Entropy;
   if (config.family == "llama") return Algorithm::MaskgitPlus;
   return Algorithm::Llada;
@@ -70,6 +71,7 @@ const char* cache_mode_name(CacheMode m) {
   switch (m) {
     case CacheMode::Prefix: return "prefix";
     case CacheMode::Dual: return "dual";
+    case CacheMode::Block: return "block";
     default: return "none";
   }
 }
@@ -78,7 +80,9 @@ CacheMode parse_cache_mode(const std::string& name, SettingNames names) {
   if (name == "none") return CacheMode::None;
   if (name == "prefix") return CacheMode::Prefix;
   if (name == "dual") return CacheMode::Dual;
-  fail_usage(setting_name("cache", names) + ": unknown mode '" + name + "' (choose none, prefix or dual)");
+  if (name == "block") return CacheMode::Block;
+  fail_usage(setting_name("cache", names) + ": unknown mode '" + name +
+             "' (choose none, prefix, dual, or block for block-diffusion models)");
 }
 
 void validate_setting_values(const GenerationSettings& s, SettingNames names) {
@@ -111,6 +115,10 @@ void validate_setting_values(const GenerationSettings& s, SettingNames names) {
   if (s.threshold) in_range("threshold", *s.threshold, 0.f, 1.f, true);
   if (s.factor) in_range("factor", *s.factor, 0.f, kMaxFactor, true);
   temperature("alg_temp", s.alg_temp, "the most confident");
+  if (s.editing_threshold) in_range("editing_threshold", *s.editing_threshold, 0.f, 1.f, false);
+  if (s.max_post_steps < 0 || s.max_post_steps > kMaxSteps)
+    fail_usage(name("max_post_steps") + " must be in [0, " + std::to_string(kMaxSteps) + "] (got " +
+               std::to_string(s.max_post_steps) + ")");
   if (!(std::isfinite(s.eps) && s.eps > 0.f && s.eps < 1.f)) fail_usage("eps must be in (0, 1)");
 }
 
@@ -121,7 +129,29 @@ void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const 
   auto need = [](bool ok, const std::string& message) {
     if (!ok) fail_usage(message);
   };
-  if (s.alg == Algorithm::Llada) {
+  // Block diffusion and its loop go together: the block-causal attention is trained for it.
+  if (config.block_causal != (s.alg == Algorithm::Llada2))
+    fail_usage(config.block_causal
+                   ? name("alg") + " " + algorithm_name(s.alg) + " does not fit this block-diffusion model (" +
+                         config.family + "): it runs " + name("alg") + " llada2"
+                   : name("alg") + " llada2 is LLaDA2's loop for block-diffusion models; this " +
+                         config.family + " model runs llada or Dream's loops");
+  if (s.alg != Algorithm::Llada2) {
+    need(!s.editing_threshold, name("editing_threshold") + " applies to " + name("alg") + " llada2 only");
+    need(s.cache != CacheMode::Block, name("cache") + " block is exact only for block-diffusion models "
+                                      "(LLaDA2); choose none, prefix or dual");
+  }
+  if (s.alg == Algorithm::Llada2) {
+    const std::string llada2 = " does not apply to LLaDA2's loop (" + name("alg") + " llada2)";
+    need(s.cache == CacheMode::None || s.cache == CacheMode::Block,
+         name("cache") + " " + cache_mode_name(s.cache) + llada2 +
+             ": its block cache is exact (" + name("cache") + " block, the default) or off (none)");
+    need(s.cfg_scale == 0.f, name("cfg_scale") + llada2);
+    need(!s.factor, name("factor") + llada2 + "; it commits by " + name("threshold"));
+    need(s.remasking == Remasking::LowConfidence, name("remasking") + " random" + llada2);
+    need(!s.eos_last, "--eos-last" + llada2);
+    need(s.alg_temp == 0.f, name("alg_temp") + llada2);
+  } else if (s.alg == Algorithm::Llada) {
     need(s.gen_length % s.block_length == 0,
          name("gen_length") + " " + std::to_string(s.gen_length) + " is not a multiple of " +
              name("block_length") + " " + std::to_string(s.block_length) +

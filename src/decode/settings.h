@@ -17,9 +17,13 @@ enum class Remasking { LowConfidence, Random };
 // Llada: LLaDA's block loop (confidence by --remasking). The others are Dream's loop, named as
 // its reference names them: origin (random positions at the scheduled rate), and the ones that
 // commit the most confident positions by max probability, top-1 minus top-2, or negative entropy.
-enum class Algorithm { Llada, Origin, MaskgitPlus, TopkMargin, Entropy };
-// KV caching across the steps of a block (Fast-dLLM): an approximation, never on by default.
-enum class CacheMode { None, Prefix, Dual };
+// Llada2: LLaDA2's loop for block-diffusion models (LLADA2.md §2; with an editing threshold,
+// LLaDA2.1's token-editing loop, §3).
+enum class Algorithm { Llada, Origin, MaskgitPlus, TopkMargin, Entropy, Llada2 };
+// KV caching across the steps of a block. Prefix and dual (Fast-dLLM) approximate bidirectional
+// models, never on by default; block is exact for block-causal models (LLaDA2: the keys and
+// values of finished blocks never change) and their default.
+enum class CacheMode { None, Prefix, Dual, Block };
 
 // How an error message names a setting: as a command-line option ("--gen-length") or as the JSON
 // key of a batch line or a server request ("'gen_length'").
@@ -57,7 +61,18 @@ struct GenerationSettings {
   Algorithm alg = Algorithm::Llada;
   float alg_temp = 0.f;            // Dream: > 0 samples the committed positions by softmax(conf / alg_temp)
   float eps = 1e-3f;               // Dream: the last timestep
+  // LLaDA2.1 (the llada2 loop): set, committed tokens of the current block whose argmax changed
+  // with probability > this are rewritten (token editing); unset: LLaDA2.0's loop.
+  std::optional<float> editing_threshold;
+  int max_post_steps = 16;         // LLaDA2.1: forwards after a block's last mask is filled
 };
+
+// LLaDA2's defaults (its generate()): mask-to-token threshold, and LLaDA2.1's post steps.
+constexpr float kLlada2Threshold = 0.95f;
+constexpr int kLlada2MaxPostSteps = 16;
+// LLaDA2.1's loop at temperature > 0 ends a block that runs this many forwards per block
+// position without finishing (the mask token keeps winning): an error, not a hang.
+constexpr int kLlada2IterationsPerPosition = 64;
 
 // The documented ranges (README "Validated ranges", man page). Values are checked as the engine
 // holds them (float, int), so a JSON number that overflows a float is caught as infinite.

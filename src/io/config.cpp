@@ -24,8 +24,15 @@ std::string detect_family(const Reader& r) {
       {"llada", "LLaDAModelLM", "llada"},
       {"Dream", "DreamModel", "dream"},
       {"llama", "LlamaForCausalLM", "llama"},
+      {"llada2_moe", "LLaDA2MoeModelLM", "llada2"},
+      {"lladamoe", "LLaDAMoEModelLM", "llada_moe"},
   };
-  const std::string supported = "supported: llada, Dream, llama";
+  const std::string supported = "supported: llada, Dream, llama, llada2_moe, lladamoe";
+  // LLaDA-MoE's published config says model_type "llada": its architecture tells it apart.
+  if (const json* archs = r.get("architectures"); archs && archs->is_array()) {
+    for (const json& a : *archs)
+      if (a == "LLaDAMoEModelLM") return "llada_moe";
+  }
   if (const json* type = r.get("model_type")) {
     if (!type->is_string()) r.bad("model_type", "must be a string", *type);
     const std::string& name = type->get_ref<const std::string&>();
@@ -41,7 +48,7 @@ std::string detect_family(const Reader& r) {
     }
   }
   r.fail("no 'model_type', and 'architectures' lists no supported architecture (LLaDAModelLM, "
-         "DreamModel, LlamaForCausalLM)");
+         "DreamModel, LlamaForCausalLM, LLaDA2MoeModelLM, LLaDAMoEModelLM)");
 }
 
 // LLaDA configs carry the OLMo switches; the forward pass implements one setting of each, so any
@@ -139,7 +146,11 @@ ModelConfig parse_config(const json& j, const std::string& path) {
   c.path = path;
   c.family = detect_family(r);
   const bool hf_names = c.family != "llada";
-  if (hf_names) {
+  if (c.family == "llada2") {
+    config_detail::read_llada2_sizes(r, c);
+  } else if (c.family == "llada_moe") {
+    config_detail::read_llada_moe_sizes(r, c);
+  } else if (hf_names) {
     config_detail::read_hf_sizes(r, c);
   } else {
     read_llada_sizes(r, c);
@@ -148,11 +159,14 @@ ModelConfig parse_config(const json& j, const std::string& path) {
   const char* kv_key = hf_names ? "num_key_value_heads" : "n_kv_heads";
   const char* width_key = hf_names ? "hidden_size" : "d_model";
 
-  if (c.d_model % c.n_heads != 0) {
-    r.fail_key(heads_key, "(" + std::to_string(c.n_heads) + ") must divide " + width_key + " (" +
-                              std::to_string(c.d_model) + ")");
+  if (c.head_dim == 0) {  // the MoE families read theirs
+    if (c.d_model % c.n_heads != 0) {
+      r.fail_key(heads_key, "(" + std::to_string(c.n_heads) + ") must divide " + width_key + " (" +
+                                std::to_string(c.d_model) + ")");
+    }
+    c.head_dim = c.d_model / c.n_heads;
   }
-  c.head_dim = c.d_model / c.n_heads;
+  if (c.rotary_dim == 0) c.rotary_dim = c.head_dim;
   if (c.head_dim % 2 != 0) {
     r.fail_key(heads_key, "gives an odd head_dim " + std::string(width_key) + "/" + heads_key +
                               " = " + std::to_string(c.head_dim) + "; RoPE needs it even");
@@ -184,9 +198,16 @@ ModelConfig parse_config(const json& j, const std::string& path) {
                                     " is not below vocab_size (" + std::to_string(c.embedding_size) + ")");
   } else if (c.family == "llada") {
     r.required("mask_token_id");
+  } else if (c.family == "llada2" || c.family == "llada_moe") {
+    // The published configs carry no mask id: LLaDA2's generate() takes 156895 by default.
+    c.mask_token_id = token_id("mask_token_id", json(156895));
+    r.assume("mask_token_id", "156895");
   }
   // Hugging Face configs may list several end ids; the first one fills the tail of a finished answer.
-  const json& eos = r.required("eos_token_id");
+  const json default_eos = 156892;  // LLaDA2's generate() default
+  const bool moe_family = c.family == "llada2" || c.family == "llada_moe";
+  if (moe_family && !r.get("eos_token_id")) r.assume("eos_token_id", "156892");
+  const json& eos = moe_family && !r.get("eos_token_id") ? default_eos : r.required("eos_token_id");
   if (eos.is_array() && !eos.empty()) {
     for (const json& id : eos) c.stop_token_ids.push_back(token_id("eos_token_id", id));
   } else {

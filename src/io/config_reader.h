@@ -136,5 +136,8 @@ double read_rope_theta(const Reader& r, double class_default);
 
 // Sizes and switches of Hugging Face-style configs (Dream/Qwen2, Llama): config_hf.cpp.
 void read_hf_sizes(const Reader& r, ModelConfig& c);
+// Sizes, switches and experts of LLaDA2.x and LLaDA-MoE configs: config_moe.cpp.
+void read_llada2_sizes(const Reader& r, ModelConfig& c);
+void read_llada_moe_sizes(const Reader& r, ModelConfig& c);
 
 }  // namespace unmask::config_detail

@@ -84,6 +84,25 @@ inline uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | (bits >> 13));
 }
 
+// Widens `count` elements of `src` (any dtype) into f32 `dst`, exactly.
+inline void widen_to_f32(const void* src, DType dtype, int64_t count, float* dst) {
+  switch (dtype) {
+    case DType::F32:
+      std::memcpy(dst, src, static_cast<size_t>(count) * 4);
+      break;
+    case DType::BF16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < count; i++) dst[i] = bf16_to_f32(s[i]);
+      break;
+    }
+    case DType::F16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < count; i++) dst[i] = f16_to_f32(s[i]);
+      break;
+    }
+  }
+}
+
 // A row-major matrix view [rows, cols] into memory owned elsewhere (mmap, backend arena).
 // Vectors are [1, n]. Activations are always F32; weights keep their stored dtype.
 struct Tensor {

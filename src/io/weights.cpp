@@ -4,6 +4,7 @@
 #include <cctype>
 #include <set>
 #include <string>
+#include <tuple>
 
 #include "common.h"
 
@@ -30,6 +31,19 @@ struct FamilyTensorNames {
   const char* w_gate;
   const char* w_up;
   const char* w_down;
+  // The mixture-of-experts families (null elsewhere). "{e}" stands for the expert index.
+  const char* wqkv = nullptr;  // fused q/k/v [(H+2K)*head_dim, d]: all Q heads, then K, then V
+  const char* bqkv = nullptr;
+  const char* q_norm = nullptr;
+  const char* k_norm = nullptr;
+  const char* router = nullptr;
+  const char* expert_bias = nullptr;
+  const char* expert_gate = nullptr;
+  const char* expert_up = nullptr;
+  const char* expert_down = nullptr;
+  const char* shared_gate = nullptr;
+  const char* shared_up = nullptr;
+  const char* shared_down = nullptr;
 };
 
 // Qwen2 and Llama checkpoints share these names; only Qwen2 stores the q/k/v biases.
@@ -75,12 +89,66 @@ const FamilyTensorNames kFamilies[] = {
     },
     hugging_face_names("dream"),  // Qwen2 names (Dream-v0)
     hugging_face_names("llama"),  // LlamaForCausalLM names (DiffuLLaMA)
+    {
+        "llada2",  // LLaDA2MoeModelLM (LLADA2.md §1.2)
+        "model.word_embeddings.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+        "model.layers.{i}.input_layernorm.weight",
+        nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,  // q/k/v: fused below
+        "model.layers.{i}.attention.dense.weight",
+        "model.layers.{i}.post_attention_layernorm.weight",
+        "model.layers.{i}.mlp.gate_proj.weight",
+        "model.layers.{i}.mlp.up_proj.weight",
+        "model.layers.{i}.mlp.down_proj.weight",
+        "model.layers.{i}.attention.query_key_value.weight",
+        "model.layers.{i}.attention.query_key_value.bias",
+        "model.layers.{i}.attention.query_layernorm.weight",
+        "model.layers.{i}.attention.key_layernorm.weight",
+        "model.layers.{i}.mlp.gate.weight",
+        "model.layers.{i}.mlp.gate.expert_bias",
+        "model.layers.{i}.mlp.experts.{e}.gate_proj.weight",
+        "model.layers.{i}.mlp.experts.{e}.up_proj.weight",
+        "model.layers.{i}.mlp.experts.{e}.down_proj.weight",
+        "model.layers.{i}.mlp.shared_experts.gate_proj.weight",
+        "model.layers.{i}.mlp.shared_experts.up_proj.weight",
+        "model.layers.{i}.mlp.shared_experts.down_proj.weight",
+    },
+    {
+        "llada_moe",  // LLaDAMoEModelLM (LLADA2.md §6): Qwen2/OLMoE names plus the experts
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+        "model.layers.{i}.input_layernorm.weight",
+        "model.layers.{i}.self_attn.q_proj.weight",
+        "model.layers.{i}.self_attn.k_proj.weight",
+        "model.layers.{i}.self_attn.v_proj.weight",
+        nullptr, nullptr, nullptr,  // attention_bias is refused
+        "model.layers.{i}.self_attn.o_proj.weight",
+        "model.layers.{i}.post_attention_layernorm.weight",
+        "model.layers.{i}.mlp.gate_proj.weight",
+        "model.layers.{i}.mlp.up_proj.weight",
+        "model.layers.{i}.mlp.down_proj.weight",
+        nullptr, nullptr,
+        "model.layers.{i}.self_attn.q_norm.weight",
+        "model.layers.{i}.self_attn.k_norm.weight",
+        "model.layers.{i}.mlp.gate.weight",
+        "model.layers.{i}.mlp.expert_bias",
+        "model.layers.{i}.mlp.experts.{e}.gate_proj.weight",
+        "model.layers.{i}.mlp.experts.{e}.up_proj.weight",
+        "model.layers.{i}.mlp.experts.{e}.down_proj.weight",
+        "model.layers.{i}.shared_expert.gate_proj.weight",
+        "model.layers.{i}.shared_expert.up_proj.weight",
+        "model.layers.{i}.shared_expert.down_proj.weight",
+    },
 };
 
-std::string layer_name(const char* pattern, int64_t layer) {
+std::string layer_name(const char* pattern, int64_t layer, int64_t expert = -1) {
   std::string name = pattern;
   size_t at = name.find("{i}");
   if (at != std::string::npos) name.replace(at, 3, std::to_string(layer));
+  at = name.find("{e}");
+  if (at != std::string::npos) name.replace(at, 3, std::to_string(expert));
   return name;
 }
 
@@ -184,10 +252,34 @@ ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg, std:
   for (int64_t i = 0; i < cfg.n_layers; i++) {
     LayerWeights l;
     l.attn_norm = b.vector(layer_name(names->attn_norm, i), d_model);
-    l.wq = b.matrix(layer_name(names->wq, i), q_dim, d_model);
-    l.wk = b.matrix(layer_name(names->wk, i), kv_dim, d_model);
-    l.wv = b.matrix(layer_name(names->wv, i), kv_dim, d_model);
-    if (cfg.include_qkv_bias) {
+    if (names->wqkv) {
+      // Row slices of the fused weight are the three projections: no copy.
+      const Tensor qkv = b.matrix(layer_name(names->wqkv, i), q_dim + 2 * kv_dim, d_model);
+      l.wq = qkv.row_slice(0, q_dim);
+      l.wk = qkv.row_slice(q_dim, kv_dim);
+      l.wv = qkv.row_slice(q_dim + kv_dim, kv_dim);
+      if (cfg.include_qkv_bias) {
+        Tensor bias = b.vector(layer_name(names->bqkv, i), q_dim + 2 * kv_dim, "config has use_qkv_bias true");
+        bias.rows = q_dim + 2 * kv_dim;  // [n, 1] for row slicing, then back to vectors
+        bias.cols = 1;
+        for (auto [part, first, count] : {std::tuple{&l.bq, int64_t{0}, q_dim},
+                                          std::tuple{&l.bk, q_dim, kv_dim},
+                                          std::tuple{&l.bv, q_dim + kv_dim, kv_dim}}) {
+          *part = bias.row_slice(first, count);
+          part->rows = 1;
+          part->cols = count;
+        }
+      }
+    } else {
+      l.wq = b.matrix(layer_name(names->wq, i), q_dim, d_model);
+      l.wk = b.matrix(layer_name(names->wk, i), kv_dim, d_model);
+      l.wv = b.matrix(layer_name(names->wv, i), kv_dim, d_model);
+    }
+    if (cfg.qk_norm) {
+      l.q_norm = b.vector(layer_name(names->q_norm, i), cfg.head_dim, "the config asks for qk-norm");
+      l.k_norm = b.vector(layer_name(names->k_norm, i), cfg.head_dim, "the config asks for qk-norm");
+    }
+    if (cfg.include_qkv_bias && !names->wqkv) {
       const char* why =
           cfg.family == "llada" ? "config has include_qkv_bias true" : "the family has q/k/v biases";
       l.bq = b.vector(layer_name(names->bq, i), q_dim, why);
@@ -196,9 +288,26 @@ ModelWeights bind_weights(const TensorStore& store, const ModelConfig& cfg, std:
     }
     l.wo = b.matrix(layer_name(names->wo, i), d_model, q_dim);
     l.ffn_norm = b.vector(layer_name(names->ffn_norm, i), d_model);
-    l.w_gate = b.matrix(layer_name(names->w_gate, i), hidden, d_model);
-    l.w_up = b.matrix(layer_name(names->w_up, i), hidden, d_model);
-    l.w_down = b.matrix(layer_name(names->w_down, i), d_model, hidden);
+    const MoeConfig& moe = cfg.moe;
+    if (moe.n_experts > 0 && moe.layer_is_moe[static_cast<size_t>(i)]) {
+      const int64_t e_hidden = moe.expert_hidden;
+      l.router = b.matrix(layer_name(names->router, i), moe.n_experts, d_model);
+      if (moe.has_expert_bias) l.expert_bias = b.vector(layer_name(names->expert_bias, i), moe.n_experts);
+      for (int64_t e = 0; e < moe.n_experts; e++) {
+        l.experts.gate.push_back(b.matrix(layer_name(names->expert_gate, i, e), e_hidden, d_model));
+        l.experts.up.push_back(b.matrix(layer_name(names->expert_up, i, e), e_hidden, d_model));
+        l.experts.down.push_back(b.matrix(layer_name(names->expert_down, i, e), d_model, e_hidden));
+      }
+      if (moe.shared_hidden > 0) {
+        l.w_gate = b.matrix(layer_name(names->shared_gate, i), moe.shared_hidden, d_model);
+        l.w_up = b.matrix(layer_name(names->shared_up, i), moe.shared_hidden, d_model);
+        l.w_down = b.matrix(layer_name(names->shared_down, i), d_model, moe.shared_hidden);
+      }
+    } else {
+      l.w_gate = b.matrix(layer_name(names->w_gate, i), hidden, d_model);
+      l.w_up = b.matrix(layer_name(names->w_up, i), hidden, d_model);
+      l.w_down = b.matrix(layer_name(names->w_down, i), d_model, hidden);
+    }
     w.layers.push_back(l);
   }
   w.final_norm = b.vector(names->final_norm, d_model);

@@ -10,6 +10,12 @@
 
 namespace unmask {
 
+// The routed experts of one MoE layer: SwiGLU MLPs, E(x) = down(silu(gate x) * up x).
+struct ExpertWeights {
+  std::vector<Tensor> gate, up;  // [n_experts] x [expert_hidden, d_model]
+  std::vector<Tensor> down;      // [n_experts] x [d_model, expert_hidden]
+};
+
 // A stored 2-D tensor [out, in] is Tensor{rows = out, cols = in}; a 1-D [n] is rows = 1, cols = n.
 struct LayerWeights {
   Tensor attn_norm;   // [1, d_model]
@@ -20,7 +26,14 @@ struct LayerWeights {
   Tensor ffn_norm;    // [1, d_model]
   Tensor w_gate;      // [mlp_hidden, d_model]   silu applied to its output
   Tensor w_up;        // [mlp_hidden, d_model]
-  Tensor w_down;      // [d_model, mlp_hidden]
+  Tensor w_down;      // [d_model, mlp_hidden]; dense MLP (absent on MoE layers)
+  // LLaDA2 / LLaDA-MoE:
+  Tensor q_norm, k_norm;  // [1, head_dim] per-head RMSNorm of q and k before RoPE (qk_norm)
+  // MoE layers (ModelConfig::moe_layer): router [n_experts, d_model], expert bias [1, n_experts]
+  // (absent when the model has none), the routed experts, and the shared expert (its gate/up/down
+  // in w_gate/w_up/w_down above, of width shared_expert_hidden; absent when it is 0).
+  Tensor router, expert_bias;
+  ExpertWeights experts;
 };
 
 struct ModelWeights {

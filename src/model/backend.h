@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/tensor.h"
+#include "io/weights.h"  // ExpertWeights
 
 namespace unmask {
 
@@ -23,6 +24,9 @@ struct PickParams {
   float cfg_scale = 0.f;    // > 0: combine with row `uncond_row` of the unconditional logits
   int32_t uncond_row = -1;
   int32_t n_banned = -1;    // bans the first n entries of pick's banned list; -1: all of them
+  // ... except the first `first_banned` of those: 1 leaves the mask (entry 0) choosable, as
+  // LLaDA2's loop does (its argmax runs over the whole vocabulary).
+  int32_t first_banned = 0;
   // Dream's sample_tokens: logits / temperature, then top-p, then top-k, and prob, margin and
   // entropy taken from those filtered, tempered probabilities. Off: LLaDA's order (top-k, then
   // top-p) with the statistics of the unfiltered softmax(logits).
@@ -51,7 +55,31 @@ struct AttentionLayout {
   int32_t n_seqs = 0;
   int32_t max_q_len = 0;   // longest sequence, for scratch sizing and launch shapes
   int32_t max_kv_len = 0;
+  // Block-causal attention (LLaDA2's block diffusion) when block_size > 0: the query of canvas
+  // position p sees the key at canvas position j iff floor(j / block_size) <= floor(p /
+  // block_size), blocks aligned at position 0. A key's position is its row minus kv_start[s]; a
+  // query's is q_positions[row] ([nq], backend memory; required when block_size > 0).
+  // block_size 0: bidirectional within each sequence.
+  const int32_t* q_positions = nullptr;
+  int32_t block_size = 0;
 };
+
+// Mixture-of-experts routing of one layer (DESIGN.md, LLADA2.md §1.3 and §6).
+enum class RouterScore { Sigmoid, Softmax };
+struct MoeRouter {
+  RouterScore score = RouterScore::Softmax;  // s = sigmoid(logits) (LLaDA2) or softmax (LLaDA-MoE)
+  int n_experts = 0, top_k = 0;
+  // Group-limited selection (LLaDA2): experts form n_group consecutive groups; a group scores the
+  // sum of its two best biased scores, and only the topk_group best groups keep their experts.
+  // n_group = topk_group = 1: no limit.
+  int n_group = 1, topk_group = 1;
+  // The expert bias is added to the scores for the selection; bias_in_weights: the biased scores
+  // are also the mixing weights (LLaDA-MoE), else the unbiased ones are (LLaDA2).
+  bool bias_in_weights = false;
+  bool renormalize = false;  // weights /= (their sum + 1e-20) when top_k > 1 (LLaDA2)
+  float scale = 1.f;         // weights *= scale (LLaDA2's routed_scaling_factor)
+};
+
 
 class Backend {
  public:
@@ -104,9 +132,14 @@ class Backend {
   virtual void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
   // out = x · wᵀ (+ bias): x [n, in], w [out, in], bias [1, out] or null, out [n, out].
   virtual void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
-  // In place on x [n, n_heads*head_dim], rotate-half pairs (i, i + head_dim/2), positions [n].
-  virtual void rope(Tensor& x, const int32_t* positions, int head_dim, float theta) = 0;
-  // Bidirectional attention within each sequence; GQA when n_kv_heads < n_heads.
+  // In place on x [n, n_heads*head_dim], positions [n]: in each head, the first rotary_dim
+  // dimensions rotate as rotate-half pairs (i, i + rotary_dim/2) at frequency
+  // theta^(-2i/rotary_dim); dimensions [rotary_dim, head_dim) pass unchanged (partial RoPE,
+  // LLaDA2's partial_rotary_factor). rotary_dim: even, in [2, head_dim].
+  virtual void rope(Tensor& x, const int32_t* positions, int head_dim, int rotary_dim,
+                    float theta) = 0;
+  // Attention within each sequence, bidirectional or block-causal (layout.block_size); GQA when
+  // n_kv_heads < n_heads.
   // q [nq, n_heads*head_dim], k/v [nk, n_kv_heads*head_dim], out [nq, n_heads*head_dim].
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v,
                          const AttentionLayout& layout, int n_heads, int n_kv_heads,
@@ -115,6 +148,15 @@ class Backend {
   virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   // x += y, elementwise.
   virtual void add(Tensor& x, const Tensor& y) = 0;
+  // Routes each row: router_logits [n, n_experts] F32 (x · W_gateᵀ, in fp32), expert_bias
+  // [n_experts] F32 or null -> expert_ids [n, top_k] (int32, distinct per row) and
+  // expert_weights [n, top_k] (F32), both backend memory. Ties go to the lower index.
+  virtual void moe_route(const Tensor& router_logits, const float* expert_bias, const MoeRouter& router,
+                         int32_t* expert_ids, float* expert_weights) = 0;
+  // out[i] = sum_t expert_weights[i, t] * E_{expert_ids[i, t]}(x[i]) with E_e the SwiGLU MLP of
+  // expert e; x [n, d_model], out [n, d_model] (overwritten). Only the experts some row chose run.
+  virtual void moe_experts(const Tensor& x, const int32_t* expert_ids, const float* expert_weights,
+                           int top_k, const ExpertWeights& experts, Tensor& out) = 0;
   // out[i] = x[rows[i]]; rows: [out.rows].
   virtual void gather_rows(const Tensor& x, const int32_t* rows, Tensor& out) = 0;
   // out[rows[i]] = x[i]; rows: [x.rows], distinct. Writes fresh K/V rows into a cache.

@@ -17,30 +17,11 @@
 #include "model/blas.h"
 #include "model/onednn.h"
 #include "model/rng.h"
+#include "model/moe_route.h"
 #include "model/thread_pool.h"
 
 namespace unmask {
 namespace {
-
-// Widens `count` elements of `src` (any dtype) into f32 `dst`.
-void widen(const void* src, DType dtype, int64_t count, float* dst) {
-  switch (dtype) {
-    case DType::F32:
-      std::memcpy(dst, src, static_cast<size_t>(count) * 4);
-      break;
-    case DType::BF16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < count; i++) dst[i] = bf16_to_f32(s[i]);
-      break;
-    }
-    case DType::F16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (int64_t i = 0; i < count; i++) dst[i] = f16_to_f32(s[i]);
-      break;
-    }
-  }
-}
-
 
 // note: every parallel loop ends in a barrier, and on a loaded machine a barrier can cost
 // milliseconds while a descheduled thread is waited for; so a loop gets one thread per this much
@@ -153,7 +134,7 @@ class CpuBackend final : public Backend {
     const size_t row_bytes = static_cast<size_t>(cols) * dtype_bytes(host.dtype);
     parallel_ranges(host.rows, host.numel(), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; r++)
-        widen(static_cast<const char*>(host.data) + r * row_bytes, host.dtype, cols, t.f32() + r * cols);
+        widen_to_f32(static_cast<const char*>(host.data) + r * row_bytes, host.dtype, cols, t.f32() + r * cols);
     });
     register_weight(t);
     return t;
@@ -178,7 +159,7 @@ class CpuBackend final : public Backend {
       for (int64_t i = begin; i < end; i++) {
         UNMASK_CHECK(ids[i] >= 0 && ids[i] < table.rows, "token id " << ids[i] << " out of range");
         const char* src = static_cast<const char*>(table.data) + ids[i] * row_bytes;
-        widen(src, table.dtype, table.cols, out.f32() + i * out.cols);
+        widen_to_f32(src, table.dtype, table.cols, out.f32() + i * out.cols);
       }
     });
   }
@@ -186,7 +167,7 @@ class CpuBackend final : public Backend {
   void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
     const int64_t d = x.cols;
     std::vector<float> weight(d);
-    widen(w.data, w.dtype, d, weight.data());
+    widen_to_f32(w.data, w.dtype, d, weight.data());
     parallel_ranges(x.rows, x.numel(), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; r++) {
         const float* xr = x.f32() + r * d;
@@ -241,7 +222,7 @@ class CpuBackend final : public Backend {
       for (int64_t r0 = r_begin; r0 < r_end; r0 += tile_rows) {
         const int64_t rows = std::min(tile_rows, r_end - r0);
         const char* src = static_cast<const char*>(w.data) + r0 * row_bytes;
-        for (int64_t r = 0; r < rows; r++) widen(src + r * row_bytes, w.dtype, k, tile + r * k);
+        for (int64_t r = 0; r < rows; r++) widen_to_f32(src + r * row_bytes, w.dtype, k, tile + r * k);
         sgemm_(false, true, n, rows, k, 1.f, x.f32(), k, tile, k, 0.f, out.f32() + r0, m);
       }
     });
@@ -252,22 +233,24 @@ class CpuBackend final : public Backend {
     if (!bias || !bias->data) return;
     const int64_t n = out.rows, m = out.cols;
     std::vector<float> b(m);
-    widen(bias->data, bias->dtype, m, b.data());
+    widen_to_f32(bias->data, bias->dtype, m, b.data());
     parallel_ranges(n, n * m, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; r++)
         for (int64_t c = 0; c < m; c++) out.f32()[r * m + c] += b[c];
     });
   }
 
-  void rope(Tensor& x, const int32_t* positions, int head_dim, float theta) override {
+  void rope(Tensor& x, const int32_t* positions, int head_dim, int rotary_dim, float theta) override {
+    UNMASK_CHECK(rotary_dim >= 2 && rotary_dim % 2 == 0 && rotary_dim <= head_dim,
+                 "bad rotary dimension " << rotary_dim << " for head_dim " << head_dim);
     const int64_t n_heads = x.cols / head_dim;
-    const int half = head_dim / 2;
+    const int half = rotary_dim / 2;
     int32_t max_position = 0;
     for (int64_t r = 0; r < x.rows; r++) {
       UNMASK_CHECK(positions[r] >= 0, "negative RoPE position " << positions[r]);
       max_position = std::max(max_position, positions[r]);
     }
-    const RopeTable& table = rope_table(head_dim, theta, max_position + 1);
+    const RopeTable& table = rope_table(rotary_dim, theta, max_position + 1);
     parallel_ranges(x.rows, x.numel(), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; r++) {
         const float* cos = table.cos.data() + static_cast<size_t>(positions[r]) * half;
@@ -302,22 +285,35 @@ class CpuBackend final : public Backend {
       if (nq == 0) return;
       const int kvh = h / group;
       float* scores = scores_[thread].data();  // [nq, nk]
-      sgemm_(false, true, nq, nk, head_dim, scale, q.f32() + q0 * q_ld + h * head_dim, q_ld,
-             k.f32() + k0 * kv_ld + kvh * head_dim, kv_ld, 0.f, scores, nk);
+      // Block-causal: a query sees the keys of its own and earlier blocks. Keys past the last
+      // query's block are never read (in a KV cache slot they may not be written yet).
+      const int32_t bs = layout.block_size;
+      int32_t visible = nk;
+      if (bs > 0) {
+        int32_t last = 0;
+        for (int32_t i = 0; i < nq; i++) last = std::max(last, layout.q_positions[q0 + i]);
+        visible = std::min(nk, (last / bs + 1) * bs);
+      }
+      sgemm_(false, true, nq, visible, head_dim, scale, q.f32() + q0 * q_ld + h * head_dim, q_ld,
+             k.f32() + k0 * kv_ld + kvh * head_dim, kv_ld, 0.f, scores, visible);
       for (int32_t i = 0; i < nq; i++) {
-        float* row = scores + static_cast<int64_t>(i) * nk;
+        float* row = scores + static_cast<int64_t>(i) * visible;
+        const int32_t seen =
+            bs > 0 ? std::min(visible, (layout.q_positions[q0 + i] / bs + 1) * bs) : visible;
         float mx = -std::numeric_limits<float>::infinity();
-        for (int32_t j = 0; j < nk; j++) mx = std::max(mx, row[j]);
+        for (int32_t j = 0; j < seen; j++) mx = std::max(mx, row[j]);
         double sum = 0;
-        for (int32_t j = 0; j < nk; j++) {
+        for (int32_t j = 0; j < seen; j++) {
           row[j] = std::exp(row[j] - mx);
           sum += row[j];
         }
         const float inv = static_cast<float>(1.0 / sum);
-        for (int32_t j = 0; j < nk; j++) row[j] *= inv;
+        for (int32_t j = 0; j < seen; j++) row[j] *= inv;
+        for (int32_t j = seen; j < visible; j++) row[j] = 0.f;
       }
-      sgemm_(false, false, nq, head_dim, nk, 1.f, scores, nk, v.f32() + k0 * kv_ld + kvh * head_dim,
-             kv_ld, 0.f, out.f32() + q0 * out.cols + h * head_dim, out.cols);
+      sgemm_(false, false, nq, head_dim, visible, 1.f, scores, visible,
+             v.f32() + k0 * kv_ld + kvh * head_dim, kv_ld, 0.f, out.f32() + q0 * out.cols + h * head_dim,
+             out.cols);
     });
   }
 
@@ -359,6 +355,62 @@ class CpuBackend final : public Backend {
     });
   }
 
+  void moe_route(const Tensor& router_logits, const float* expert_bias, const MoeRouter& router,
+                 int32_t* expert_ids, float* expert_weights) override {
+    UNMASK_CHECK(router_logits.cols == router.n_experts, "router logits are not n_experts wide");
+    const int threads = threads_for_elements(router_logits.numel() * 16);
+    if (static_cast<int>(route_scratch_.size()) < threads) route_scratch_.resize(threads);
+    pool_.run(router_logits.rows, threads, [&](int64_t r, int t) {
+      route_token(router_logits.f32() + r * router_logits.cols, expert_bias, router,
+                  expert_ids + r * router.top_k, expert_weights + r * router.top_k, route_scratch_[t]);
+    });
+  }
+
+  // Each expert runs once on the rows that chose it (gathered), through the same matmul as
+  // dense layers; its outputs are added into their rows in expert order.
+  void moe_experts(const Tensor& x, const int32_t* expert_ids, const float* expert_weights, int top_k,
+                   const ExpertWeights& experts, Tensor& out) override {
+    const int64_t n = x.rows, d = x.cols;
+    const size_t n_experts = experts.gate.size();
+    std::vector<std::vector<int64_t>> chosen(n_experts);  // (row * top_k + slot) per expert
+    for (int64_t i = 0; i < n * top_k; i++) {
+      const int32_t e = expert_ids[i];
+      UNMASK_CHECK(e >= 0 && static_cast<size_t>(e) < n_experts, "expert id " << e << " out of range");
+      chosen[static_cast<size_t>(e)].push_back(i);
+    }
+    std::memset(out.data, 0, out.n_bytes());
+    for (size_t e = 0; e < n_experts; e++) {
+      const std::vector<int64_t>& slots = chosen[e];
+      if (slots.empty()) continue;
+      const int64_t m = static_cast<int64_t>(slots.size()), hidden = experts.gate[e].rows;
+      ensure_scratch(moe_in_, static_cast<size_t>(m * d));
+      ensure_scratch(moe_gate_, static_cast<size_t>(m * hidden));
+      ensure_scratch(moe_up_, static_cast<size_t>(m * hidden));
+      ensure_scratch(moe_y_, static_cast<size_t>(m * d));
+      auto view = [](std::vector<float>& v, int64_t rows, int64_t cols) {
+        Tensor t;
+        t.data = v.data();
+        t.rows = rows;
+        t.cols = cols;
+        return t;
+      };
+      Tensor in = view(moe_in_, m, d), g = view(moe_gate_, m, hidden), u = view(moe_up_, m, hidden),
+             y = view(moe_y_, m, d);
+      for (int64_t i = 0; i < m; i++)
+        std::memcpy(in.f32() + i * d, x.f32() + slots[i] / top_k * d, static_cast<size_t>(d) * 4);
+      matmul(in, experts.gate[e], nullptr, g);
+      matmul(in, experts.up[e], nullptr, u);
+      swiglu(g, u, g);
+      matmul(g, experts.down[e], nullptr, y);
+      for (int64_t i = 0; i < m; i++) {
+        const float w = expert_weights[slots[i]];
+        float* o = out.f32() + slots[i] / top_k * d;
+        const float* yi = y.f32() + i * d;
+        for (int64_t c = 0; c < d; c++) o[c] += w * yi[c];
+      }
+    }
+  }
+
   void pick(const Tensor& logits, const Tensor* uncond, const PickParams* params,
             const std::vector<int32_t>& banned, PickResult* out) override {
     const int64_t vocab = logits.cols;
@@ -380,26 +432,26 @@ class CpuBackend final : public Backend {
     if (v.size() < n) v.resize(n);
   }
 
-  // cos/sin of position * theta^(-2i/head_dim), computed in double and rounded to float once,
+  // cos/sin of position * theta^(-2i/rotary_dim), computed in double and rounded to float once,
   // for positions [0, positions): a forward pass would otherwise spend 3% of its time in sincos.
   struct RopeTable {
-    int head_dim = 0;
+    int rotary_dim = 0;
     float theta = 0.f;
     int32_t positions = 0;
-    std::vector<float> cos, sin;  // [positions, head_dim / 2]
+    std::vector<float> cos, sin;  // [positions, rotary_dim / 2]
   };
-  const RopeTable& rope_table(int head_dim, float theta, int32_t positions) {
+  const RopeTable& rope_table(int rotary_dim, float theta, int32_t positions) {
     RopeTable& t = rope_table_;
-    if (t.head_dim == head_dim && t.theta == theta && t.positions >= positions) return t;
-    const int half = head_dim / 2;
-    const int32_t n = std::max(positions, t.head_dim == head_dim && t.theta == theta ? 2 * t.positions : 0);
-    t.head_dim = head_dim;
+    if (t.rotary_dim == rotary_dim && t.theta == theta && t.positions >= positions) return t;
+    const int half = rotary_dim / 2;
+    const int32_t n = std::max(positions, t.rotary_dim == rotary_dim && t.theta == theta ? 2 * t.positions : 0);
+    t.rotary_dim = rotary_dim;
     t.theta = theta;
     t.positions = n;
     t.cos.resize(static_cast<size_t>(n) * half);
     t.sin.resize(static_cast<size_t>(n) * half);
     for (int i = 0; i < half; i++) {
-      const double inv_freq = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
+      const double inv_freq = std::pow(static_cast<double>(theta), -2.0 * i / rotary_dim);
       for (int32_t p = 0; p < n; p++) {
         const double angle = p * inv_freq;
         t.cos[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(angle));
@@ -485,6 +537,8 @@ class CpuBackend final : public Backend {
   std::vector<std::vector<float>> weight_tiles_;  // per thread: [tile_rows, in] widened weights
   std::vector<std::vector<float>> scores_;        // per thread: [max_q_len, max_kv_len]
   RopeTable rope_table_;
+  std::vector<std::vector<float>> route_scratch_;          // per thread
+  std::vector<float> moe_in_, moe_gate_, moe_up_, moe_y_;  // one expert's rows at a time
   std::vector<float> pick_rows_;    // [threads, vocab] working copy of a logits row
   std::vector<std::vector<int32_t>> pick_scratch_;  // per-thread index buffers for top-k/top-p
 };

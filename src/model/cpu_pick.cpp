@@ -235,7 +235,7 @@ PickResult pick_row(float* row, const float* uncond_row, int64_t vocab, const Pi
   const size_t n_banned = params.n_banned < 0
                               ? banned.size()
                               : std::min(banned.size(), static_cast<size_t>(params.n_banned));
-  for (size_t i = 0; i < n_banned; i++)
+  for (size_t i = static_cast<size_t>(std::max(params.first_banned, 0)); i < n_banned; i++)
     if (banned[i] >= 0 && banned[i] < vocab) row[banned[i]] = kNegInf;
   return params.filtered_confidence ? pick_filtered_confidence(row, vocab, params, scratch)
                                     : pick_unfiltered_confidence(row, vocab, params, scratch);

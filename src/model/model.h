@@ -24,15 +24,19 @@ struct ForwardBatch {
   std::vector<int32_t> cache_rows;  // [n_tokens] cache row of each token: slot base + position
   std::vector<int32_t> kv_begin;    // [n_seqs] first cache row attention reads
   std::vector<int32_t> kv_end;      // [n_seqs] one past the last
+  // Block-causal attention in blocks of this many canvas positions (LLaDA2: the generation's
+  // block length; required > 0 on block-causal models); 0: bidirectional.
+  int32_t block_size = 0;
 
   void clear();
-  // Appends one sequence; returns the index of its first token.
-  int32_t add_sequence(const std::vector<int32_t>& canvas);
+  // Appends one sequence, the first `length` positions of `canvas` (-1: all); returns the index
+  // of its first token.
+  int32_t add_sequence(const std::vector<int32_t>& canvas, int32_t length = -1);
   // Appends canvas positions [first, last) of a sequence whose cache slot starts at `slot_row`;
-  // attention sees the slot's rows [slot_row, slot_row + canvas.size()). Returns the index of the
-  // token of position `first`.
+  // attention sees the slot's rows [slot_row, slot_row + kv_length) (-1: canvas.size()). Returns
+  // the index of the token of position `first`.
   int32_t add_cached_sequence(const std::vector<int32_t>& canvas, int32_t first, int32_t last,
-                              int32_t slot_row);
+                              int32_t slot_row, int32_t kv_length = -1);
   int32_t n_tokens() const { return static_cast<int32_t>(tokens.size()); }
   int32_t n_seqs() const { return static_cast<int32_t>(seq_start.size()) - 1; }
 };
@@ -83,7 +87,13 @@ class Model {
   Tensor k_, v_;    // [tokens, n_kv_heads*head_dim]
   Tensor attn_;     // [tokens, n_heads*head_dim]
   Tensor proj_;     // [tokens, d_model] attention / MLP output before the residual add
-  Tensor gate_, up_;// [tokens, mlp_hidden]
+  Tensor gate_, up_;// [tokens, max(mlp_hidden, shared expert width)]
+  // Mixture of experts:
+  Tensor router_logits_;  // [tokens, n_experts]
+  Tensor moe_out_;        // [tokens, d_model] routed experts' sum
+  int32_t* d_expert_ids_ = nullptr;    // [tokens, top_k]
+  float* d_expert_weights_ = nullptr;  // [tokens, top_k]
+  std::vector<float*> expert_bias_;    // [n_layers] F32 expert bias in backend memory, or null
   Tensor picked_;   // [out, d_model] hidden states of the requested rows
   Tensor logits_;   // [out, vocab_size]
   // Index arrays in backend memory:

@@ -1,6 +1,6 @@
-// Chat templates, implemented natively for the two formats the supported models publish:
-// LLaDA's Llama-3-style headers and Dream's ChatML. No Jinja engine: the template text in
-// tokenizer_config.json is only inspected to tell which of the two it is.
+// Chat templates, implemented natively for the formats the supported models publish: LLaDA's
+// Llama-3-style headers, Dream's ChatML and LLaDA2's role tags (Ling 2.0). No Jinja engine: the
+// template text in tokenizer_config.json is only inspected to tell which one it is.
 #pragma once
 
 #include <optional>
@@ -11,13 +11,14 @@
 
 namespace unmask {
 
-enum class ChatFormat { None, Unknown, HeaderTurns, ChatML };
+enum class ChatFormat { None, Unknown, HeaderTurns, ChatML, RoleTags };
 
 struct ChatTemplate {
   ChatFormat format = ChatFormat::None;
   std::string bos;             // prepended to the first turn (HeaderTurns with bos_token)
   std::string default_system;  // ChatML: the system turn used when the messages have none
-  const char* name() const;    // "llada (header turns)", "chatml", "none", "unrecognised"
+  std::string thinking = "off";  // RoleTags: the template's "detailed thinking" option
+  const char* name() const;    // "llada (header turns)", "chatml", "llada2 (role tags)", "none", "unrecognised"
 };
 
 struct ChatMessage {
