@@ -428,7 +428,11 @@ int run_batch(const BatchOptions& o) {
   if (ended_at_once > 0)
     outcome.push_back(std::to_string(ended_at_once) + " request(s) ended at once: the model chose the "
                       "end-of-text token first (their text is empty)");
-  if (left_masks > 0)
+  if (left_masks > 0 && session->config.block_causal)
+    outcome.push_back(std::to_string(left_masks) + " request(s) left mask tokens in their answer (see "
+                      "masks_left): LLaDA2's loop takes the argmax over the whole vocabulary, the mask "
+                      "included, as its generate() does");
+  else if (left_masks > 0)
     outcome.push_back(std::to_string(left_masks) + " request(s) left mask tokens unfilled (see masks_left): "
                       "LLaDA's block schedule commits as many tokens as the answer's blocks hold, so masks "
                       "written in the prompt leave as many behind; --threshold or --factor with more "

@@ -100,7 +100,11 @@ std::string filled_prompt_text(const Session& session, const Sampler& sampler, b
 std::vector<std::string> outcome_notes(const Session& session, const Sampler& sampler, bool keep_special) {
   std::vector<std::string> notes;
   const Tokenizer& tok = *session.tokenizer;
-  if (const int left = sampler.masks_left(); left > 0)
+  if (const int left = sampler.masks_left(); left > 0 && sampler.llada2_loop())
+    notes.push_back(std::to_string(left) + " mask token(s) remain in the answer: LLaDA2's loop takes the "
+                    "argmax over the whole vocabulary, the mask included, and a position whose argmax is "
+                    "the mask stays masked (its generate() does the same)");
+  else if (left > 0)
     notes.push_back(std::to_string(left) + " mask token(s) remain unfilled: LLaDA's block schedule commits as "
                     "many tokens as the answer's blocks hold, so the " + std::to_string(sampler.prompt_masks()) +
                     " mask(s) written in the prompt leave as many behind (its generate does the same); "

@@ -291,6 +291,10 @@ std::vector<int32_t> Sampler::filled_prompt() const {
 }
 
 int Sampler::masks_left() const {
+  if (llada2_loop()) {  // masks in the text; the blocks after an EOS block are never run
+    const auto from = canvas_.begin() + prompt_length_;
+    return static_cast<int>(std::count(from, from + text_length(answer(), stop_ids_), mask_id_));
+  }
   return static_cast<int>(std::count(canvas_.begin() + first_candidate_, canvas_.begin() + answer_end_, mask_id_));
 }
 

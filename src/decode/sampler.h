@@ -58,7 +58,9 @@ class Sampler {
   std::vector<int32_t> filled_prompt() const;
   int prompt_masks() const { return prompt_masks_; }  // mask tokens written in the prompt
   // Masks still on the canvas: after done(), > 0 only when LLaDA's fixed schedule ran out because
-  // prompt masks took some of the blocks' commits (or the request ended in an error).
+  // prompt masks took some of the blocks' commits (or the request ended in an error). LLaDA2's
+  // loop: masks in the text (before the first stop id), which its argmax leaves when it picks
+  // the mask token.
   int masks_left() const;
   int prompt_length() const { return prompt_length_; }
   int steps_done() const { return step_; }

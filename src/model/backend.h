@@ -58,7 +58,8 @@ struct AttentionLayout {
   // Block-causal attention (LLaDA2's block diffusion) when block_size > 0: the query of canvas
   // position p sees the key at canvas position j iff floor(j / block_size) <= floor(p /
   // block_size), blocks aligned at position 0. A key's position is its row minus kv_start[s]; a
-  // query's is q_positions[row] ([nq], backend memory; required when block_size > 0).
+  // query's is q_positions[row] ([nq], backend memory; required when block_size > 0). Keys no
+  // query of the sequence can see are never read (in a KV cache slot they may be unwritten).
   // block_size 0: bidirectional within each sequence.
   const int32_t* q_positions = nullptr;
   int32_t block_size = 0;
@@ -149,12 +150,14 @@ class Backend {
   // x += y, elementwise.
   virtual void add(Tensor& x, const Tensor& y) = 0;
   // Routes each row: router_logits [n, n_experts] F32 (x · W_gateᵀ, in fp32), expert_bias
-  // [n_experts] F32 or null -> expert_ids [n, top_k] (int32, distinct per row) and
-  // expert_weights [n, top_k] (F32), both backend memory. Ties go to the lower index.
+  // [n_experts] F32 or null -> expert_ids [n, top_k] (int32, distinct per row, in selection
+  // order: best first) and expert_weights [n, top_k] (F32), both backend memory. Ties go to the
+  // lower index; a NaN score ranks last.
   virtual void moe_route(const Tensor& router_logits, const float* expert_bias, const MoeRouter& router,
                          int32_t* expert_ids, float* expert_weights) = 0;
   // out[i] = sum_t expert_weights[i, t] * E_{expert_ids[i, t]}(x[i]) with E_e the SwiGLU MLP of
-  // expert e; x [n, d_model], out [n, d_model] (overwritten). Only the experts some row chose run.
+  // expert e; x [n, d_model], out [n, d_model] (overwritten; must not alias x). Only the experts
+  // some row chose run.
   virtual void moe_experts(const Tensor& x, const int32_t* expert_ids, const float* expert_weights,
                            int top_k, const ExpertWeights& experts, Tensor& out) = 0;
   // out[i] = x[rows[i]]; rows: [out.rows].

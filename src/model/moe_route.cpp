@@ -34,7 +34,12 @@ void route_token(const float* logits, const float* bias, const MoeRouter& router
     for (int e = 0; e < n; e++) sum += score[e] = std::exp(logits[e] - mx);
     for (int e = 0; e < n; e++) score[e] = static_cast<float>(score[e] / sum);
   }
-  for (int e = 0; e < n; e++) ranked[e] = score[e] + (bias ? bias[e] : 0.f);
+  // note: a NaN ranks last (as on CUDA), so a non-finite row still routes deterministically; the
+  // sampler reports its non-finite logits.
+  for (int e = 0; e < n; e++) {
+    ranked[e] = score[e] + (bias ? bias[e] : 0.f);
+    if (std::isnan(ranked[e])) ranked[e] = -std::numeric_limits<float>::infinity();
+  }
 
   if (router.topk_group < router.n_group) {
     const int per_group = n / router.n_group;
