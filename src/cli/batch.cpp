@@ -313,13 +313,14 @@ int run_batch(const BatchOptions& o) {
   for (Work& w : work) {
     prepare(w, o, *session);
     if (!w.line.error.empty()) continue;
-    const int canvas = static_cast<int>(w.prompt_ids.size()) + w.settings.gen_length;
+    const int canvas = static_cast<int>(canvas_length(w.prompt_ids.size(), w.settings));
     max_canvas = std::max(max_canvas, canvas);
     // The block loop reads one block's masks; Dream's loop every mask of the answer; both also
     // the masks written in the prompt.
     const int prompt_masks = static_cast<int>(
         std::count(w.prompt_ids.begin(), w.prompt_ids.end(), session->config.mask_token_id));
-    max_wanted = std::max(max_wanted, prompt_masks + (w.settings.alg == Algorithm::Llada
+    max_wanted = std::max(max_wanted, prompt_masks + (w.settings.alg == Algorithm::Llada ||
+                                                                  w.settings.alg == Algorithm::Llada2
                                                           ? w.settings.block_length
                                                           : w.settings.gen_length));
     any_cfg = any_cfg || w.settings.cfg_scale > 0.f;

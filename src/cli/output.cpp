@@ -16,7 +16,8 @@ nlohmann::json settings_json(const GenerationSettings& s) {
   j["gen_length"] = s.gen_length;
   j["steps"] = s.steps;
   // Dream's loop has no blocks.
-  j["block_length"] = s.alg == Algorithm::Llada ? nlohmann::json(s.block_length) : nlohmann::json(nullptr);
+  j["block_length"] = s.alg == Algorithm::Llada || s.alg == Algorithm::Llada2 ? nlohmann::json(s.block_length)
+                                                                            : nlohmann::json(nullptr);
   j["temperature"] = s.temperature;
   j["top_k"] = s.top_k;
   j["top_p"] = s.top_p;
@@ -31,6 +32,10 @@ nlohmann::json settings_json(const GenerationSettings& s) {
   j["cache"] = cache_mode_name(s.cache);
   j["alg"] = algorithm_name(s.alg);
   j["alg_temp"] = s.alg_temp;
+  if (s.alg == Algorithm::Llada2) {  // LLaDA2.1's token editing (null: LLaDA2.0's loop)
+    j["editing_threshold"] = s.editing_threshold ? nlohmann::json(*s.editing_threshold) : nlohmann::json(nullptr);
+    j["max_post_steps"] = s.max_post_steps;
+  }
   return j;
 }
 
@@ -71,6 +76,7 @@ nlohmann::json decoding_stats_json(const Sampler& s) {
   j["tokens_per_step_max"] = max_commits;
   j["cache_refreshes"] = s.cache_refreshes();
   j["cached_steps"] = s.cached_steps();
+  if (s.settings().editing_threshold) j["edits"] = s.edits();
   return j;
 }
 

@@ -98,7 +98,7 @@ int32_t ServeScheduler::cache_rows_for(const ServeJob& job) const {
   // note: once one request in the batch uses the KV cache, the engine gives every request of
   // the batch a slot, so every canvas must fit one.
   auto canvas = [](const ServeRequest& q) {
-    return static_cast<int32_t>(q.prompt_ids.size()) + q.settings.gen_length;
+    return static_cast<int32_t>(canvas_length(q.prompt_ids.size(), q.settings));
   };
   bool any_cache = job.request.settings.cache != CacheMode::None;
   bool slots_live = false;

@@ -85,6 +85,13 @@ CacheMode parse_cache_mode(const std::string& name, SettingNames names) {
              "' (choose none, prefix, dual, or block for block-diffusion models)");
 }
 
+size_t canvas_length(size_t prompt_tokens, const GenerationSettings& s) {
+  const size_t canvas = prompt_tokens + static_cast<size_t>(s.gen_length);
+  if (s.alg != Algorithm::Llada2 || s.block_length < 1) return canvas;
+  const size_t block = static_cast<size_t>(s.block_length);
+  return (canvas + block - 1) / block * block;
+}
+
 void validate_setting_values(const GenerationSettings& s, SettingNames names) {
   auto name = [&](const char* key) { return setting_name(key, names); };
   // A float in [lo, hi], or (lo, hi] when the low end is open. NaN fails every comparison.
@@ -177,11 +184,15 @@ void validate_settings(const GenerationSettings& s, size_t prompt_tokens, const 
                                        " are alternative rules: choose one");
   need(!(s.no_eos && s.eos_last), "--no-eos and --eos-last contradict each other: choose one");
   need(prompt_tokens > 0, "the prompt is empty: give some text to continue");
-  const size_t canvas = prompt_tokens + static_cast<size_t>(s.gen_length);
+  const size_t canvas = canvas_length(prompt_tokens, s);
   need(canvas <= static_cast<size_t>(config.max_seq_len),
        "prompt (" + std::to_string(prompt_tokens) + " tokens) + " + name("gen_length") + " " +
-           std::to_string(s.gen_length) + " exceeds the model's max_sequence_length " +
-           std::to_string(config.max_seq_len) + "; shorten one of them");
+           std::to_string(s.gen_length) +
+           (canvas > prompt_tokens + static_cast<size_t>(s.gen_length)
+                ? ", padded to whole blocks of " + std::to_string(s.block_length) + " (" + std::to_string(canvas) + ")"
+                : std::string()) +
+           " exceeds the model's max_sequence_length " + std::to_string(config.max_seq_len) +
+           "; shorten one of them");
 }
 
 std::vector<std::string> canvas_notes(const GenerationSettings& s, const std::vector<int32_t>& prompt,

@@ -82,6 +82,9 @@ constexpr float kMinTemperature = 1e-6f;
 constexpr float kMaxCfgScale = 100.f;
 constexpr float kMaxFactor = 100.f;
 
+// Canvas positions a request runs: prompt + gen_length, which LLaDA2's loop pads to whole blocks.
+size_t canvas_length(size_t prompt_tokens, const GenerationSettings& s);
+
 // Checks each value on its own: finite and within its range. fail_usage names the setting.
 void validate_setting_values(const GenerationSettings& s, SettingNames names = SettingNames::Options);
 // validate_setting_values, then the settings against each other, the prompt and the model;
