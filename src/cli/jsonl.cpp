@@ -21,9 +21,12 @@ using json = nlohmann::json;
 
 namespace {
 
-const char* kKnownKeys[] = {"id",          "prompt", "messages", "gen_length", "steps",
-                            "block_length", "remasking", "temperature", "top_k", "top_p",
-                            "cfg_scale",   "threshold", "seed",  "alg",     "alg_temp"};
+// Every key a line may hold (the error for an unknown one lists them).
+const char* kKnownKeys[] = {"id",        "prompt",         "messages",    "gen_length",
+                            "steps",     "block_length",   "remasking",   "temperature",
+                            "top_k",     "top_p",          "cfg_scale",   "threshold",
+                            "seed",      "alg",            "alg_temp",    "editing_threshold",
+                            "max_post_steps", "editing_preset"};
 
 std::string known_keys() {
   std::string s;
@@ -93,6 +96,22 @@ void parse_fields(const json& j, BatchLine& out) {
     else if (key == "alg_temp") o.alg_temp = number_field(key, value);
     else if (key == "threshold")
       o.threshold = value.is_null() ? std::optional<float>() : std::optional<float>(number_field(key, value));
+    else if (key == "editing_threshold")
+      o.editing_threshold = value.is_null() ? std::optional<float>() : std::optional<float>(number_field(key, value));
+    else if (key == "max_post_steps") o.max_post_steps = int_field(key, value);
+    else if (key == "editing_preset") {
+      // The names are checked here: the resolver takes any other string for quality.
+      if (value.is_null()) {
+        o.editing_preset = "";
+      } else if (!value.is_string()) {
+        bad(key, "\"quality\" or \"speed\"", value);
+      } else if (value != "quality" && value != "speed") {
+        throw LineError{"'editing_preset' must be \"quality\" or \"speed\" (got \"" +
+                        printable(value.get<std::string>(), 40) + "\")"};
+      } else {
+        o.editing_preset = value.get<std::string>();
+      }
+    }
     else if (key == "remasking" || key == "alg") {
       if (!value.is_string()) bad(key, "a string", value);
       (key == "alg" ? o.alg : o.remasking) = value.get<std::string>();
@@ -180,6 +199,9 @@ GenerationOptions apply_overrides(GenerationOptions base, const LineOverrides& o
   if (o.alg) base.alg = *o.alg;
   if (o.alg_temp) base.alg_temp = *o.alg_temp;
   if (o.seed) base.seed = *o.seed;
+  if (o.editing_threshold) base.editing_threshold = *o.editing_threshold;
+  if (o.max_post_steps) base.max_post_steps = *o.max_post_steps;
+  if (o.editing_preset) base.editing_preset = *o.editing_preset;
   return base;
 }
 

@@ -21,6 +21,11 @@ struct LineOverrides {
   std::optional<std::optional<float>> threshold;  // engaged null: threshold off for this line
   std::optional<std::string> remasking, alg;
   std::optional<uint64_t> seed;
+  // LLaDA2.1 (--alg llada2): engaged null: no editing threshold for this line (LLaDA2.0's loop,
+  // unless an editing preset gives one).
+  std::optional<std::optional<float>> editing_threshold;
+  std::optional<int> max_post_steps;
+  std::optional<std::string> editing_preset;  // "quality" or "speed"; "" (null in the line): none
 };
 
 // One non-blank input line.

@@ -168,7 +168,8 @@ GenerationSettings resolve_settings(const GenerationOptions& o, const ModelConfi
   s.eos_last = o.eos_last;
   s.cache = o.cache.empty() ? (llada2 ? CacheMode::Block : CacheMode::None) : parse_cache_mode(o.cache, names);
   if (!o.editing_preset.empty() && !llada2)
-    fail_usage("--editing-preset applies to " + setting_name("alg", names) + " llada2 (LLaDA2.1) only");
+    fail_usage(setting_name("editing_preset", names) + " applies to " + setting_name("alg", names) +
+               " llada2 (LLaDA2.1) only");
   const bool speed = o.editing_preset == "speed";
   if (llada2 && !s.threshold) s.threshold = o.editing_preset.empty() ? kLlada2Threshold : speed ? 0.5f : 0.7f;
   s.editing_threshold = o.editing_threshold;

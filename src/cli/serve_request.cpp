@@ -220,6 +220,16 @@ ServeRequest parse_serve_request(const std::string& body, bool chat, const Sessi
   if (auto v = f.number("alg_temp")) o.alg_temp = *v;
   if (f.get("threshold")) o.threshold = f.number("threshold");
   if (f.get("factor")) o.factor = f.number("factor");
+  // LLaDA2.1's token editing (alg llada2); null, as every field, keeps the server's value.
+  if (f.get("editing_threshold")) o.editing_threshold = f.number("editing_threshold");
+  if (auto v = f.integer("max_post_steps", 0, kMaxSteps)) o.max_post_steps = *v;
+  if (auto v = f.string("editing_preset")) {
+    // The names are checked here: the resolver takes any other string for quality.
+    if (*v != "quality" && *v != "speed")
+      bad_request("editing_preset", "'editing_preset' must be \"quality\" or \"speed\" (got \"" +
+                                        printable(*v, 40) + "\")");
+    o.editing_preset = *v;
+  }
   for (const char* key : {"remasking", "alg", "cache"}) {
     const std::optional<std::string> v = f.string(key);
     if (!v) continue;

@@ -44,7 +44,9 @@ struct ServeRequest {
 // on a model without a chat template, and OpenAI features unmask does not have (n > 1, echo,
 // logprobs, best_of, suffix, penalties, logit_bias) when asked for with a non-neutral value.
 // Fields it does not know are ignored, as OpenAI servers do. The diffusion settings are extra
-// fields: steps, block_length, remasking, alg, alg_temp, cfg_scale, threshold, factor, cache.
+// fields: steps, block_length, remasking, alg, alg_temp, cfg_scale, threshold, factor, cache
+// (none, prefix, dual, or block for block-diffusion models), and LLaDA2.1's editing_threshold,
+// max_post_steps and editing_preset ("quality" or "speed").
 ServeRequest parse_serve_request(const std::string& body, bool chat, const Session& session,
                                  const GenerationOptions& defaults);
 

@@ -167,7 +167,7 @@ void ServeScheduler::after_step(bool failed, const std::string& why) {
     }
     if (!leaves) {
       const Sampler& s = *r.sampler;
-      const std::string delta = r.stream->advance(s.filled_prompt(), s.answer(), s.done());
+      const std::string delta = r.stream->advance(s.filled_prompt(), s.final_answer(), s.done());
       job.pending += delta;
       job.text += delta;
       if (s.done() && !s.error().empty()) {

@@ -15,6 +15,14 @@ bool contains(const std::vector<int32_t>& ids, int32_t id) {
 }
 }  // namespace
 
+std::vector<int32_t> Sampler::final_answer() const {
+  std::vector<int32_t> a = answer();
+  if (done_ || !llada2_loop() || !settings_.editing_threshold) return a;
+  const int first = std::clamp(block_ * settings_.block_length - prompt_length_, 0, static_cast<int>(a.size()));
+  std::fill(a.begin() + first, a.end(), mask_id_);
+  return a;
+}
+
 int32_t Sampler::attention_end() const {
   if (!llada2_loop()) return static_cast<int32_t>(canvas_.size());
   return std::min(static_cast<int32_t>(canvas_.size()), (block_ + 1) * settings_.block_length);

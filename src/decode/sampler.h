@@ -54,6 +54,9 @@ class Sampler {
   void commit(const std::vector<PickResult>& picks);
 
   std::vector<int32_t> answer() const;  // the gen_length generated ids
+  // answer() with the positions a later step may still rewrite shown as masks (LLaDA2.1 edits
+  // the current block until it ends): what may be streamed. answer() once done().
+  std::vector<int32_t> final_answer() const;
   // The prompt with its mask positions as filled (infilling); the prompt itself when it had none.
   std::vector<int32_t> filled_prompt() const;
   int prompt_masks() const { return prompt_masks_; }  // mask tokens written in the prompt

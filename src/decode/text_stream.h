@@ -16,7 +16,8 @@ namespace unmask {
 enum class FinishReason { None, Stop, Length };
 const char* finish_reason_name(FinishReason r);  // "stop", "length"; "" for None
 
-// A diffusion LM fills positions out of order, and a committed token never changes, so the
+// A diffusion LM fills positions out of order, and a committed token never changes (LLaDA2.1's
+// editing aside: Sampler::final_answer shows the block it may still rewrite as masks), so the
 // longest run of committed tokens from the answer's start (the stable prefix) is final. Its text
 // is released at most once and never retracted:
 // - only complete UTF-8 leaves (a byte-fallback character split across tokens waits);

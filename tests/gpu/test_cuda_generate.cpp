@@ -1,10 +1,14 @@
-// CUDA pick against the CPU and the fixtures, CUDA forward logits, and whole generations on the fixture models.
+// CUDA pick against the CPU and the fixtures, CUDA forward logits, and whole generations on the
+// fixture models (LLaDA2 and LLaDA-MoE included, with and without LLaDA2's block cache).
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <limits>
+#include <map>
+#include <memory>
 
 #include "../fixture_cases.h"
 #include "decode/engine.h"
@@ -306,5 +310,127 @@ TEST_CASE("cuda: Dream, llama-format and BPE-tokenized LLaDA fixtures generate a
     // bf16 weights: the GPU rounds activations to bf16 before its GEMMs, the CPU does not.
     WARN_MESSAGE(g.answer() == a.answer(), "bf16 model: GPU ids differ from the CPU's (min_gap "
                                                << c["min_gap"] << ")");
+  }
+}
+
+namespace {
+
+// The settings of a moe.json generate case (scripts/reference_moe.py), as tests/test_moe.cpp
+// reads them: LLaDA2's loop (2.1 with an editing threshold) or LLaDA's block loop.
+GenerationSettings moe_settings_of(const nlohmann::json& c) {
+  GenerationSettings s;
+  s.alg = c["loop"] == "llada2" ? Algorithm::Llada2 : Algorithm::Llada;
+  s.gen_length = c["gen_length"].get<int>();
+  s.steps = c["steps"].get<int>();
+  s.block_length = c["block_length"].get<int>();
+  if (!c["threshold"].is_null()) s.threshold = c["threshold"].get<float>();
+  if (!c["editing_threshold"].is_null()) s.editing_threshold = c["editing_threshold"].get<float>();
+  if (!c["max_post_steps"].is_null()) s.max_post_steps = c["max_post_steps"].get<int>();
+  s.temperature = c["temperature"].get<float>();
+  s.top_k = c["top_k"].get<int>();
+  s.top_p = c["top_p"].get<float>();
+  s.seed = c["seed"].get<uint64_t>();
+  s.eos_stop = c["eos_early_stop"].get<bool>();
+  return s;
+}
+
+// The answer cut after its first EOS (inclusive), as the references return it.
+std::vector<int32_t> cut_after_eos(std::vector<int32_t> ids, int32_t eos) {
+  auto it = std::find(ids.begin(), ids.end(), eos);
+  if (it != ids.end()) ids.erase(it + 1, ids.end());
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("cuda: LLaDA2 and LLaDA-MoE fixtures: forward rows and generations, with and without the block cache") {
+  UNMASK_REQUIRE_CUDA();
+  const auto j = load_fixture("moe.json");
+  const std::string root = std::string(UNMASK_FIXTURES_DIR) + "/";
+  // tiny-llada2 stores its matrices in bf16: the GPU rounds activations to bf16 before those
+  // GEMMs (the reference keeps float64), so its ids may differ where decisions are close (min_gap,
+  // route_gap); tiny-llada-moe is f32 and must match exactly.
+  auto half = [](const std::string& model) { return model == "tiny-llada2"; };
+
+  for (const auto& c : j["forward"]) {
+    const std::string model = c["model"].get<std::string>(), block_length = c["block_length"].dump();
+    CAPTURE(model);
+    CAPTURE(block_length);
+    auto session = open_session(root + model, "cuda", 0);
+    REQUIRE(session->backend->name() == "cuda");
+    ForwardBatch batch;
+    batch.clear();
+    batch.add_sequence(c["tokens"].get<std::vector<int32_t>>());
+    batch.out_rows = c["rows"].get<std::vector<int32_t>>();
+    if (!c["block_length"].is_null()) batch.block_size = c["block_length"].get<int32_t>();
+    const Tensor logits = session->model->forward(batch);
+    REQUIRE(logits.rows == static_cast<int64_t>(batch.out_rows.size()));
+    std::vector<float> all(static_cast<size_t>(logits.numel()));
+    session->backend->download(all.data(), logits.data, all.size() * sizeof(float));
+    for (size_t r = 0; r < batch.out_rows.size(); r++) {
+      CAPTURE(r);
+      const std::vector<float> got(all.begin() + r * logits.cols, all.begin() + (r + 1) * logits.cols);
+      const auto want_d = c["logits"][r].get<std::vector<double>>();
+      const double error = rel_error(got, std::vector<float>(want_d.begin(), want_d.end()));
+      CHECK(error <= (half(model) ? 1e-2 : 1e-4));
+      // Each mutant is one classic mistake (full RoPE, qk-norm after RoPE, softmax routing, ...):
+      // the rows must be nearer the reference than any of them.
+      const nlohmann::json mutants = c.value("mutants", nlohmann::json::object());
+      for (auto it = mutants.begin(); it != mutants.end(); ++it) {
+        const std::string mistake = it.key();
+        CAPTURE(mistake);
+        const auto m = it.value()[r].get<std::vector<double>>();
+        CHECK(rel_error(got, std::vector<float>(m.begin(), m.end())) > error);
+      }
+    }
+  }
+
+  std::map<std::string, std::unique_ptr<Session>> cpus, gpus;
+  for (const auto& c : j["generate"]) {
+    const std::string name = c["name"].get<std::string>(), model = c["model"].get<std::string>();
+    CAPTURE(name);
+    auto& cpu = cpus[model];
+    auto& gpu = gpus[model];
+    if (!cpu) cpu = open_session(root + model, "cpu", 1);
+    if (!gpu) gpu = open_session(root + model, "cuda", 0);
+    REQUIRE(gpu->backend->name() == "cuda");
+    const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    const auto expected = c["expected_ids"].get<std::vector<int32_t>>();
+    const int32_t eos = gpu->config.eos_token_id;
+    GenerationSettings s = moe_settings_of(c);
+    std::vector<CacheMode> caches = {CacheMode::None};
+    if (s.alg == Algorithm::Llada2) caches.push_back(CacheMode::Block);
+    std::vector<std::vector<int32_t>> answers;
+    for (CacheMode cache : caches) {
+      const std::string cache_name = cache_mode_name(cache);
+      CAPTURE(cache_name);
+      s.cache = cache;
+      Sampler a(prompt, s, cpu->config), g(prompt, s, gpu->config);
+      Engine ea(*cpu->model), eg(*gpu->model);
+      ea.run({&a});
+      eg.run({&g});
+      REQUIRE(a.error().empty());
+      CHECK(g.error().empty());
+      CHECK(g.answer().size() == static_cast<size_t>(s.gen_length));
+      answers.push_back(g.answer());
+      if (!half(model)) {
+        CHECK(cut_after_eos(g.answer(), eos) == expected);
+        CHECK(g.answer() == a.answer());
+        CHECK(g.steps_done() == c["forwards"].get<int>());
+        if (c.contains("edits")) CHECK(g.edits() == c["edits"].get<int>());
+      } else {
+        WARN_MESSAGE(cut_after_eos(g.answer(), eos) == expected,
+                     "bf16 model: ids differ from the float64 reference (min_gap " << c["min_gap"] << ", route_gap "
+                                                                                   << c["route_gap"] << ")");
+        WARN_MESSAGE(g.answer() == a.answer(), "bf16 model: GPU ids differ from the CPU's (min_gap "
+                                                   << c["min_gap"] << ", route_gap " << c["route_gap"] << ")");
+      }
+    }
+    // The block cache is exact: the same ids as the full window (bf16: the GEMMs' row counts
+    // differ between the two, so a close decision may still flip).
+    if (answers.size() == 2) {
+      if (!half(model)) CHECK(answers[1] == answers[0]);
+      else WARN_MESSAGE(answers[1] == answers[0], "bf16 model: the block cache changed an id (min_gap " << c["min_gap"] << ")");
+    }
   }
 }
