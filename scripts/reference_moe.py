@@ -9,8 +9,7 @@ Interpreter: /usr/bin/python3 (Debian) with python3-numpy, python3-sentencepiece
 No torch, no transformers, no network. Reused unchanged: the noise of src/model/rng.h, bf16
 rounding, the safetensors / JSON writers and GAP_MIN (scripts/reference.py); the byte-level BPE
 builder, the Tok wrapper (jinja2 chat rendering), pick_dream and the LLaDA block loop
-(scripts/reference_families_lib.py). Semantics: /work/shared/LLADA2.md, checked against the
-published modeling code (inclusionAI dFactory models/llada2_moe/modeling_llada2_moe.py and the
+(scripts/reference_families_lib.py). Semantics: the published modeling code (inclusionAI dFactory models/llada2_moe/modeling_llada2_moe.py and the
 dllm copy of LLaDA-MoE's modeling_lladamoe.py); tests/fixtures/README.md, "LLaDA2 and LLaDA-MoE",
 lists what the C++ side must mirror.
 

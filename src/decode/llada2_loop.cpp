@@ -1,4 +1,4 @@
-// LLaDA2's generation loops (LLADA2.md §2, §3): LLaDA2.0's thresholded mask-to-token commits on
+// LLaDA2's generation loops (its generate(), LLaDA2.0 and LLaDA2.1): LLaDA2.0's thresholded mask-to-token commits on
 // a per-block step schedule, and LLaDA2.1's token editing; blocks aligned at canvas position 0,
 // block-causal attention, an exact KV cache of finished blocks.
 #include <algorithm>

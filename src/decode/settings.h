@@ -17,8 +17,8 @@ enum class Remasking { LowConfidence, Random };
 // Llada: LLaDA's block loop (confidence by --remasking). The others are Dream's loop, named as
 // its reference names them: origin (random positions at the scheduled rate), and the ones that
 // commit the most confident positions by max probability, top-1 minus top-2, or negative entropy.
-// Llada2: LLaDA2's loop for block-diffusion models (LLADA2.md §2; with an editing threshold,
-// LLaDA2.1's token-editing loop, §3).
+// Llada2: LLaDA2's loop for block-diffusion models (its generate(); with an editing threshold,
+// LLaDA2.1's token-editing loop).
 enum class Algorithm { Llada, Origin, MaskgitPlus, TopkMargin, Entropy, Llada2 };
 // KV caching across the steps of a block. Prefix and dual (Fast-dLLM) approximate bidirectional
 // models, never on by default; block is exact for block-causal models (LLaDA2: the keys and

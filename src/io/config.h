@@ -14,7 +14,7 @@ struct GenerationDefaults {
   int gen_length = 0, steps = 0, block_length = 0;  // 0 = not given
 };
 
-// Mixture of experts (LLaDA2, LLaDA-MoE; LLADA2.md §1.3, §6). n_experts 0: every MLP is dense.
+// Mixture of experts (LLaDA2, LLaDA-MoE). n_experts 0: every MLP is dense.
 struct MoeConfig {
   int64_t n_experts = 0, top_k = 0;
   int64_t expert_hidden = 0;  // moe_intermediate_size: width of each routed expert
@@ -47,7 +47,7 @@ struct ModelConfig {
   int64_t rotary_dim = 0;     // RoPE turns the first rotary_dim dims of each head (head_dim: all)
   bool qk_norm = false;       // per-head RMSNorm of q and k before RoPE (LLaDA2, LLaDA-MoE)
   // Block diffusion (LLaDA2): attention is block-causal in the generation's block length, and
-  // LLaDA2's loop runs (LLADA2.md §2, §3).
+  // LLaDA2's loop runs.
   bool block_causal = false;
   MoeConfig moe;
   bool weight_tying = false, include_bias = false, include_qkv_bias = false;

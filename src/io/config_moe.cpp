@@ -1,6 +1,6 @@
 // The mixture-of-experts families' config.json: LLaDA2.x (model_type "llada2_moe") and
 // LLaDA-MoE (architectures "LLaDAMoEModelLM"), as their published modeling code reads them
-// (LLADA2.md §1.1, §6). Keys that the code ignores are ignored here too.
+// (modeling_llada2_moe.py, modeling_lladamoe.py). Keys that the code ignores are ignored here too.
 #include <cmath>
 
 #include "io/config_reader.h"
@@ -36,21 +36,28 @@ void read_experts(const Reader& r, MoeConfig& m, const char* width_key) {
   m.expert_hidden = r.required_int(width_key);
 }
 
-void refuse_true(const Reader& r, const char* key, const char* why) {
-  if (r.boolean(key, false)) r.fail_key(key, std::string("= true is unsupported (") + why + ")");
-}
-
-}  // namespace
-
-// LLaDA2.x: configuration_llada2_moe.py's keys. The switches whose class defaults differ between
-// the published copies (use_qk_norm, use_bias) are required rather than assumed.
-void read_llada2_sizes(const Reader& r, ModelConfig& c) {
+// The transformer's sizes under the Hugging Face key names both families use.
+void read_shape(const Reader& r, ModelConfig& c) {
   if (const json* act = r.get("hidden_act"); act && *act != "silu")
     r.bad("hidden_act", "is unsupported unless \"silu\"", *act);
   c.d_model = r.required_int("hidden_size");
   c.n_heads = r.required_int("num_attention_heads");
   c.n_kv_heads = r.optional_int("num_key_value_heads", c.n_heads);
   c.n_layers = r.required_int("num_hidden_layers");
+  c.vocab_size = r.required_int("vocab_size");
+  c.embedding_size = c.vocab_size;
+}
+
+void refuse_true(const Reader& r, const char* key, const char* why) {
+  if (r.boolean(key, false)) r.fail_key(key, std::string("= true is unsupported (") + why + ")");
+}
+
+}  // namespace
+
+// LLaDA2.x: configuration_llada2_moe.py's keys. use_bias, whose class default differs between
+// the published copies, is required rather than assumed.
+void read_llada2_sizes(const Reader& r, ModelConfig& c) {
+  read_shape(r, c);
   c.head_dim = r.optional_int("head_dim", 0);
   if (c.head_dim == 0) {
     if (c.d_model % c.n_heads != 0)
@@ -58,8 +65,6 @@ void read_llada2_sizes(const Reader& r, ModelConfig& c) {
     c.head_dim = c.d_model / c.n_heads;
   }
   c.mlp_hidden = r.required_int("intermediate_size");
-  c.vocab_size = r.required_int("vocab_size");
-  c.embedding_size = c.vocab_size;
   c.max_seq_len = r.class_int("max_position_embeddings", 32768);
   c.rope_theta = read_rope_theta(r, 600000.0);
   c.rms_eps = r.class_number("rms_norm_eps", 1e-6, 1.0);
@@ -99,16 +104,9 @@ void read_llada2_sizes(const Reader& r, ModelConfig& c) {
 
 // LLaDA-MoE: configuration_lladamoe.py's keys (OLMoE-style).
 void read_llada_moe_sizes(const Reader& r, ModelConfig& c) {
-  if (const json* act = r.get("hidden_act"); act && *act != "silu")
-    r.bad("hidden_act", "is unsupported unless \"silu\"", *act);
-  c.d_model = r.required_int("hidden_size");
-  c.n_heads = r.required_int("num_attention_heads");
-  c.n_kv_heads = r.optional_int("num_key_value_heads", c.n_heads);
-  c.n_layers = r.required_int("num_hidden_layers");
+  read_shape(r, c);
   if (c.d_model % c.n_heads != 0) r.fail_key("num_attention_heads", "must divide hidden_size");
   c.head_dim = c.d_model / c.n_heads;  // the modeling code has no head_dim key
-  c.vocab_size = r.required_int("vocab_size");
-  c.embedding_size = c.vocab_size;
   c.max_seq_len = r.class_int("max_position_embeddings", 4096);
   c.rope_theta = read_rope_theta(r, 10000.0);
   c.rms_eps = r.class_number("rms_norm_eps", 1e-5, 1.0);

@@ -68,6 +68,23 @@ constexpr FamilyTensorNames hugging_face_names(const char* family) {
   };
 }
 
+// LLaDA-MoE (LLaDAMoEModelLM): the Qwen2/OLMoE names plus qk-norm and the experts; its shared
+// expert is a sibling of the MLP.
+constexpr FamilyTensorNames llada_moe_names() {
+  FamilyTensorNames n = hugging_face_names("llada_moe");
+  n.q_norm = "model.layers.{i}.self_attn.q_norm.weight";
+  n.k_norm = "model.layers.{i}.self_attn.k_norm.weight";
+  n.router = "model.layers.{i}.mlp.gate.weight";
+  n.expert_bias = "model.layers.{i}.mlp.expert_bias";
+  n.expert_gate = "model.layers.{i}.mlp.experts.{e}.gate_proj.weight";
+  n.expert_up = "model.layers.{i}.mlp.experts.{e}.up_proj.weight";
+  n.expert_down = "model.layers.{i}.mlp.experts.{e}.down_proj.weight";
+  n.shared_gate = "model.layers.{i}.shared_expert.gate_proj.weight";
+  n.shared_up = "model.layers.{i}.shared_expert.up_proj.weight";
+  n.shared_down = "model.layers.{i}.shared_expert.down_proj.weight";
+  return n;
+}
+
 const FamilyTensorNames kFamilies[] = {
     {
         "llada",
@@ -90,7 +107,7 @@ const FamilyTensorNames kFamilies[] = {
     hugging_face_names("dream"),  // Qwen2 names (Dream-v0)
     hugging_face_names("llama"),  // LlamaForCausalLM names (DiffuLLaMA)
     {
-        "llada2",  // LLaDA2MoeModelLM (LLADA2.md §1.2)
+        "llada2",  // LLaDA2MoeModelLM (modeling_llada2_moe.py)
         "model.word_embeddings.weight",
         "model.norm.weight",
         "lm_head.weight",
@@ -114,33 +131,7 @@ const FamilyTensorNames kFamilies[] = {
         "model.layers.{i}.mlp.shared_experts.up_proj.weight",
         "model.layers.{i}.mlp.shared_experts.down_proj.weight",
     },
-    {
-        "llada_moe",  // LLaDAMoEModelLM (LLADA2.md §6): Qwen2/OLMoE names plus the experts
-        "model.embed_tokens.weight",
-        "model.norm.weight",
-        "lm_head.weight",
-        "model.layers.{i}.input_layernorm.weight",
-        "model.layers.{i}.self_attn.q_proj.weight",
-        "model.layers.{i}.self_attn.k_proj.weight",
-        "model.layers.{i}.self_attn.v_proj.weight",
-        nullptr, nullptr, nullptr,  // attention_bias is refused
-        "model.layers.{i}.self_attn.o_proj.weight",
-        "model.layers.{i}.post_attention_layernorm.weight",
-        "model.layers.{i}.mlp.gate_proj.weight",
-        "model.layers.{i}.mlp.up_proj.weight",
-        "model.layers.{i}.mlp.down_proj.weight",
-        nullptr, nullptr,
-        "model.layers.{i}.self_attn.q_norm.weight",
-        "model.layers.{i}.self_attn.k_norm.weight",
-        "model.layers.{i}.mlp.gate.weight",
-        "model.layers.{i}.mlp.expert_bias",
-        "model.layers.{i}.mlp.experts.{e}.gate_proj.weight",
-        "model.layers.{i}.mlp.experts.{e}.up_proj.weight",
-        "model.layers.{i}.mlp.experts.{e}.down_proj.weight",
-        "model.layers.{i}.shared_expert.gate_proj.weight",
-        "model.layers.{i}.shared_expert.up_proj.weight",
-        "model.layers.{i}.shared_expert.down_proj.weight",
-    },
+    llada_moe_names(),
 };
 
 std::string layer_name(const char* pattern, int64_t layer, int64_t expert = -1) {

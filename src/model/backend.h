@@ -65,7 +65,7 @@ struct AttentionLayout {
   int32_t block_size = 0;
 };
 
-// Mixture-of-experts routing of one layer (DESIGN.md, LLADA2.md §1.3 and §6).
+// Mixture-of-experts routing of one layer, as LLaDA2's and LLaDA-MoE's modeling code route.
 enum class RouterScore { Sigmoid, Softmax };
 struct MoeRouter {
   RouterScore score = RouterScore::Softmax;  // s = sigmoid(logits) (LLaDA2) or softmax (LLaDA-MoE)

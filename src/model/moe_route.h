@@ -11,7 +11,7 @@ namespace unmask {
 
 // Routes one token: logits [router.n_experts] (x · W_gateᵀ in fp32), bias [n_experts] or null
 // -> ids [router.top_k] (distinct, in selection order: best first) and weights [top_k].
-// Semantics (LLADA2.md §1.3, §6): scores s = sigmoid or softmax of the logits; the selection
+// Semantics (LLaDA2MoeGate in modeling_llada2_moe.py, LLaDA-MoE's modeling_lladamoe.py): scores s = sigmoid or softmax of the logits; the selection
 // ranks s + bias; with groups, a group scores the sum of its two best ranked scores and only
 // the topk_group best groups compete; weights are s (or s + bias when bias_in_weights) of the
 // chosen, renormalised (/ (sum + 1e-20)) when asked and top_k > 1, times scale. Ties go to the
