@@ -421,7 +421,7 @@ TEST_CASE("bench's text table ends with a legend: one line per column, on stdout
                            " --threads 1 --gen-length 8 --repeat 1 --warmup 0 -q";
   const std::vector<std::string> columns = {
       "cache", "gen", "batch", "steps", "block", "tokens", "tok/s", "tok/s min-max", "ms/tok",
-      "speed-up", "steps/s", "ms/fwd", "p90 ms", "fwd", "GFLOP/s", "peak MiB"};
+      "speed-up", "steps/s", "ms/fwd", "p90 ms", "ms/layer", "fwd", "GFLOP/s", "peak MiB", "RSS MiB"};
   const std::vector<std::string> baseline = {"GEMM GF/s", "frac", "copy GB/s", "fwd/read"};
   for (bool with_baseline : {false, true}) {
     CAPTURE(with_baseline);
@@ -447,4 +447,197 @@ TEST_CASE("bench's text table ends with a legend: one line per column, on stdout
           columns.size() + (with_baseline ? baseline.size() : 0));
     CHECK(legend.find("MiB (2^20 bytes)") != std::string::npos);
   }
+}
+
+namespace {
+
+// tests/fixtures/tiny-llada2's config.json (LLaDA2: 3 layers, layer 0 dense, 8 experts top 2 in
+// 4 groups, a shared expert), its weights in `dtype`.
+std::string tiny_llada2_config(const unmask::test::TempDir& dir, const std::string& dtype) {
+  json j = unmask::test::load_json(fixture("tiny-llada2/config.json"));
+  j["torch_dtype"] = dtype;
+  const std::string path = dir / "config.json";
+  std::ofstream(path) << j.dump();
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("synthetic MoE shapes: llada2-mini and llada-moe-7b as published; keep_layers cuts them") {
+  const SyntheticSpec mini = synthetic_spec("llada2-mini");
+  const ModelConfig& c = mini.config;
+  CHECK(c.family == "llada2");
+  CHECK(c.d_model == 2048);
+  CHECK(c.n_heads == 16);
+  CHECK(c.n_kv_heads == 4);
+  CHECK(c.head_dim == 128);
+  CHECK(c.rotary_dim == 64);  // partial_rotary_factor 0.5
+  CHECK(c.n_layers == 20);
+  CHECK(mini.shape_layers == 20);
+  CHECK(c.mlp_hidden == 5120);
+  CHECK(c.moe.n_experts == 256);
+  CHECK(c.moe.top_k == 8);
+  CHECK(c.moe.expert_hidden == 512);
+  CHECK(c.moe.n_group == 8);
+  CHECK(c.moe.topk_group == 4);
+  CHECK(c.moe.shared_hidden == 512);
+  CHECK(c.moe.routed_scale == 2.5);
+  CHECK(c.moe.sigmoid_scores);
+  CHECK(c.moe.has_expert_bias);
+  CHECK(c.moe.layer_is_moe.size() == 20);
+  CHECK(!c.moe.layer_is_moe[0]);
+  CHECK(c.moe.layer_is_moe[1]);
+  CHECK(c.moe.layer_is_moe[19]);
+  CHECK(c.rope_theta == 600000.0);
+  CHECK(c.rms_eps == 1e-6);
+  CHECK(c.vocab_size == 157184);
+  CHECK(c.embedding_size == 157184);
+  CHECK(c.qk_norm);
+  CHECK(c.block_causal);
+  CHECK(!c.weight_tying);
+  CHECK(c.mask_token_id == 156895);
+  CHECK(c.eos_token_id == 156892);
+  CHECK(mini.dtype == DType::BF16);
+  CHECK(c.assumed.empty());  // every value is written, none is a class default
+  // bf16 weights: embedding and head, 20 layers' attention and norms, one dense MLP, 19 MoE MLPs
+  // (router, 256 experts, the shared expert) and 19 f32 expert biases: LLaDA2.0-mini's 16B.
+  const double d = 2048, attention = d * (16 + 2 * 4) * 128 + 16 * 128 * d + 2 * d + 2 * 128;
+  const double moe = 256 * d + 3 * d * 512 * 257;
+  const double elements = 2 * 157184 * d + d + 20 * attention + 3 * d * 5120 + 19 * moe;
+  CHECK(synthetic_weight_bytes(mini) == doctest::Approx(2 * elements + 19 * 256 * 4));
+  CHECK(synthetic_weight_bytes(mini) > 30e9);
+
+  SyntheticSpec cut = mini;
+  keep_layers(cut, 4);
+  CHECK(cut.config.n_layers == 4);
+  CHECK(cut.shape_layers == 20);
+  CHECK(cut.config.moe.layer_is_moe == std::vector<bool>{false, true, true, true});
+  CHECK(synthetic_weight_bytes(cut) ==
+        doctest::Approx(2 * (2 * 157184 * d + d + 4 * attention + 3 * d * 5120 + 3 * moe) + 3 * 256 * 4));
+  for (int64_t bad : {0, 21, -1}) {
+    CAPTURE(bad);
+    SyntheticSpec s = mini;
+    try {
+      keep_layers(s, bad);
+      FAIL("keep_layers accepted " << bad);
+    } catch (const Error& e) {
+      CHECK(e.exit_code() == kExitUsage);
+      CHECK(std::string(e.what()).find("--layers") != std::string::npos);
+      CHECK(std::string(e.what()).find("[1, 20]") != std::string::npos);
+    }
+  }
+
+  const SyntheticSpec moe7 = synthetic_spec("llada-moe-7b");
+  const ModelConfig& m = moe7.config;
+  CHECK(m.family == "llada_moe");
+  CHECK(m.d_model == 2048);
+  CHECK(m.n_layers == 16);
+  CHECK(m.n_heads == 16);
+  CHECK(m.n_kv_heads == 16);
+  CHECK(m.head_dim == 128);
+  CHECK(m.rotary_dim == 128);
+  CHECK(m.moe.n_experts == 64);
+  CHECK(m.moe.top_k == 8);
+  CHECK(m.moe.expert_hidden == 1024);
+  CHECK(m.moe.shared_hidden == 0);
+  CHECK(!m.moe.sigmoid_scores);
+  CHECK(!m.moe.has_expert_bias);
+  CHECK(!m.moe.renormalize);
+  CHECK(std::count(m.moe.layer_is_moe.begin(), m.moe.layer_is_moe.end(), true) == 16);
+  CHECK(m.qk_norm);
+  CHECK(!m.block_causal);
+  CHECK(m.vocab_size == 157184);
+  CHECK(m.mask_token_id == 156895);
+  CHECK(m.eos_token_id == 156892);
+  CHECK(moe7.dtype == DType::BF16);
+  // 7B parameters: 14 to 15 GB in bf16.
+  CHECK(synthetic_weight_bytes(moe7) > 14e9);
+  CHECK(synthetic_weight_bytes(moe7) < 15e9);
+}
+
+TEST_CASE("synthetic MoE models: experts, router and f32 expert bias built; weights counted; logits deterministic") {
+  unmask::test::TempDir dir("unmask_synth_moe");
+  // f32 weights, so the CPU backend stores every tensor as given and the bytes compare exactly.
+  SyntheticSpec spec = synthetic_spec(tiny_llada2_config(dir, "float32"));
+  CHECK(spec.config.family == "llada2");
+  for (int64_t layers : {int64_t{3}, int64_t{2}}) {
+    CAPTURE(layers);
+    keep_layers(spec, layers);
+    std::vector<float> first;
+    for (int round = 0; round < 2; round++) {
+      auto backend = make_cpu_backend(1);
+      SyntheticModel synthetic(*backend, spec);
+      // Every weight, the experts and the f32 expert biases included, is in the model's count.
+      CHECK(static_cast<double>(synthetic.model().weight_bytes()) == synthetic_weight_bytes(spec));
+      ForwardBatch batch;
+      batch.clear();
+      batch.add_sequence(random_prompt(spec.config, 12, 3));
+      batch.block_size = 4;
+      batch.out_rows = {0, 5, 11};
+      Tensor logits = synthetic.model().forward(batch);
+      std::vector<float> values(logits.f32(), logits.f32() + logits.numel());
+      for (float v : values) REQUIRE(std::isfinite(v));
+      if (round == 0) first = values;
+      else CHECK(values == first);
+    }
+  }
+  // bf16: the expert bias alone stays f32 (4 bytes an expert), the rest 2 bytes a value.
+  const SyntheticSpec bf16 = synthetic_spec(tiny_llada2_config(dir, "bfloat16"));
+  const SyntheticSpec f32 = synthetic_spec(tiny_llada2_config(dir, "float32"));
+  CHECK(synthetic_weight_bytes(f32) - 2 * 8 * 4 == doctest::Approx(2 * (synthetic_weight_bytes(bf16) - 2 * 8 * 4)));
+}
+
+TEST_CASE("bench --synthetic MoE --layers N: the first N layers, the loop's own cache, ms per layer, peak RSS") {
+  unmask::test::TempDir dir("unmask_bench_moe");
+  const std::string config = tiny_llada2_config(dir, "bfloat16");
+  // gen-length 40 is no multiple of the block length 32: LLaDA2 pads its canvas to whole blocks.
+  const std::string args = "bench --synthetic " + config + " --backend cpu --threads 1 --repeat 1 --warmup 0 -q";
+  const auto r = run_unmask(args + " --gen-length 8,40 --layers 2 --format json");
+  REQUIRE(r.exit_code == 0);
+  const json j = json::parse(r.out);
+  check_report(j, 2);
+  CHECK(j["model"]["n_layers"] == 2);
+  CHECK(j["model"]["shape_layers"] == 3);
+  CHECK(j["model"]["n_experts"] == 8);
+  CHECK(j["model"]["experts_per_token"] == 2);
+  CHECK(j["model"]["moe_layers"] == 1);
+  CHECK(j["model"]["name"].get<std::string>().find("(first 2 of 3 layers)") != std::string::npos);
+  for (const json& res : j["results"]) {
+    CHECK(res["alg"] == "llada2");
+    CHECK(res["cache"] == "block");  // LLaDA2's default, not none
+    CHECK(res["block_length"] == 32);
+    CHECK(res["generated_tokens"] == res["gen_length"]);
+    CHECK(res["ms_per_layer"].get<double>() == doctest::Approx(res["ms_per_forward_median"].get<double>() / 2));
+    CHECK(res["peak_rss_bytes"].get<double>() >= res["peak_memory_bytes"].get<double>());
+  }
+
+  // --cache block is a mode to compare; the whole shape without --layers.
+  const auto both = run_unmask(args + " --gen-length 40 --cache none,block --format json");
+  REQUIRE(both.exit_code == 0);
+  const json b = json::parse(both.out);
+  REQUIRE(b["results"].size() == 2);
+  CHECK(b["model"]["n_layers"] == 3);
+  CHECK(b["model"]["name"].get<std::string>().find("first") == std::string::npos);
+  CHECK(b["results"][0]["cache"] == "none");
+  CHECK(b["results"][1]["cache"] == "block");
+
+  // A dense shape keeps none as its default.
+  unmask::test::TempDir dense_dir("unmask_bench_dense");
+  const auto dense = run_unmask("bench --synthetic " + tiny_config(dense_dir.path.string()) +
+                                " --backend cpu --threads 1 --gen-length 8 --repeat 1 --warmup 0 -q --format json");
+  REQUIRE(dense.exit_code == 0);
+  CHECK(json::parse(dense.out)["results"][0]["cache"] == "none");
+
+  // Bad --layers: one line naming the option, exit 2, before any weight is built.
+  for (const std::string bad : {" --layers 4", " --layers 0", " --layers x"}) {
+    CAPTURE(bad);
+    const auto e = run_unmask(args + bad);
+    CHECK(e.exit_code == 2);
+    CHECK(e.err.find("--layers") != std::string::npos);
+    CHECK(std::count(e.err.begin(), e.err.end(), '\n') == 1);
+  }
+  const auto model = run_unmask("bench -m " + fixture("tiny-llada2") + " --layers 1 -q");
+  CHECK(model.exit_code == 2);
+  CHECK(model.err.find("--layers") != std::string::npos);
+  CHECK(model.err.find("--synthetic") != std::string::npos);
 }

@@ -82,6 +82,9 @@ struct BenchResult {
   double ms_median = 0, ms_p90 = 0;  // over every forward of every timed run
   double gflops = 0;              // FLOPs / forward time over the timed runs
   size_t peak_bytes = 0;
+  size_t peak_rss_bytes = 0;      // the process's peak resident set (0: unknown)
+  bool peak_rss_per_row = false;  // it restarted at the row's start (else: since the process began)
+  int64_t n_layers = 0;           // the model's layers, for ms per layer
   std::optional<double> baseline_gflops;
   std::optional<double> copy_gbps;  // backend copy bandwidth, bytes read + written per second
   size_t weight_bytes = 0;
@@ -112,16 +115,47 @@ struct Subject {
   }
 };
 
+// The --synthetic shape, cut to --layers when given.
+SyntheticSpec bench_spec(const BenchOptions& o) {
+  SyntheticSpec spec = synthetic_spec(o.synthetic);
+  if (o.layers) keep_layers(spec, *o.layers);
+  return spec;
+}
+
+// The process's peak resident set (VmHWM of /proc/self/status) in bytes; 0 when unknown.
+size_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) != 0) continue;
+    return static_cast<size_t>(std::strtoull(line.c_str() + 6, nullptr, 10)) * 1024;  // "N kB"
+  }
+  return 0;
+}
+
+// Restarts the peak resident set from the current one (Linux 4.0+: "5" to /proc/self/clear_refs,
+// which touches nothing else); false where the kernel does not allow it.
+bool reset_peak_rss() {
+  const int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool ok = write(fd, "5", 1) == 1;
+  close(fd);
+  return ok;
+}
+
 Subject open_subject(const BenchOptions& o) {
   Subject s;
   if (!o.synthetic.empty()) {
-    const SyntheticSpec spec = synthetic_spec(o.synthetic);
+    const SyntheticSpec spec = bench_spec(o);
     s.backend = make_backend(o.common.backend, o.common.threads);
     if (const double bytes = synthetic_weight_bytes(spec); bytes > 1e9 && !o.common.quiet)
       std::cerr << "unmask: building random weights of " << spec.name << "'s shape ("
                 << static_cast<int64_t>(bytes / 1e8) / 10.0 << " GB)...\n";
     s.synthetic = std::make_unique<SyntheticModel>(*s.backend, spec);
     s.name = "synthetic:" + spec.name;
+    if (spec.config.n_layers < spec.shape_layers)
+      s.name += " (first " + std::to_string(spec.config.n_layers) + " of " +
+                std::to_string(spec.shape_layers) + " layers)";
     s.dtype = spec.dtype;
   } else {
     s.session = open_session(resolve_model_dir(o.common.model), o.common.backend, o.common.threads);
@@ -209,8 +243,9 @@ std::vector<BenchCase> make_cases(const BenchOptions& o, const ModelConfig& conf
           o.block_lengths.empty()
               ? std::vector<std::optional<int>>{std::nullopt}
               : std::vector<std::optional<int>>(o.block_lengths.begin(), o.block_lengths.end());
+      // An empty mode is the loop's own: block for LLaDA2's loop, else none.
       const std::vector<std::string> caches =
-          o.caches.empty() ? std::vector<std::string>{"none"} : o.caches;
+          o.caches.empty() ? std::vector<std::string>{""} : o.caches;
       for (const auto& st : steps) {
         for (const auto& bl : blocks) {
          for (const std::string& cache : caches) {
@@ -228,6 +263,9 @@ std::vector<BenchCase> make_cases(const BenchOptions& o, const ModelConfig& conf
           BenchCase c;
           std::vector<std::string> notes;
           c.settings = resolve_settings(g, config, SettingNames::Options, &notes);
+          // LLaDA2.0's loop stops after any block holding EOS, whatever --eos-stop says: random
+          // weights never pick EOS, so every block of every row is timed.
+          if (synthetic && c.settings.alg == Algorithm::Llada2) c.settings.no_eos = true;
           if (past_trained_length(c.settings, prompt_tokens, config))
             notes.push_back("gen-length " + std::to_string(c.settings.gen_length) + " with a " +
                             std::to_string(prompt_tokens) + "-token prompt is longer than the " +
@@ -304,17 +342,19 @@ double seconds_per_call(Backend& be, Op op) {
 double baseline_gflops(Subject& subject, int64_t rows) {
   Backend& be = subject.be();
   const ModelConfig& c = subject.model().config();
-  Tensor w = be.random_weight(c.mlp_hidden, c.d_model, subject.dtype, 0xBA5E, 0.02f);
+  // A model whose every layer is MoE may have no dense width: an expert's then.
+  const int64_t hidden = c.mlp_hidden > 0 ? c.mlp_hidden : std::max<int64_t>(c.moe.expert_hidden, 1);
+  Tensor w = be.random_weight(hidden, c.d_model, subject.dtype, 0xBA5E, 0.02f);
   Tensor x = be.random_weight(rows, c.d_model, DType::F32, 0xBA5F, 1.f);
   Tensor out;
   out.rows = rows;
-  out.cols = c.mlp_hidden;
+  out.cols = hidden;
   out.data = be.alloc(out.n_bytes());
   const double seconds = seconds_per_call(be, [&] { be.matmul(x, w, nullptr, out); });
   be.free(out.data);
   be.free(x.data);
   be.free(w.data);
-  return 2.0 * static_cast<double>(rows) * c.d_model * c.mlp_hidden / seconds / 1e9;
+  return 2.0 * static_cast<double>(rows) * c.d_model * hidden / seconds / 1e9;
 }
 
 // A copy of 256 MiB inside backend memory: the bandwidth ceiling for reading the weights.
@@ -332,16 +372,19 @@ double copy_gbps(Subject& subject) {
 BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o,
                      const BenchPrompts& prompts) {
   const GenerationSettings& s = c.settings;
-  const int32_t canvas = static_cast<int32_t>(prompts.longest()) + s.gen_length;
+  // LLaDA2's canvas ends on a block boundary past the answer.
+  const int32_t canvas = static_cast<int32_t>(canvas_length(prompts.longest(), s));
   const int32_t seqs = c.batch_size * (s.cfg_scale > 0.f ? 2 : 1);
-  // Dream's loop reads every masked position of the answer, the block loop those of one block.
-  const int32_t wanted = s.alg == Algorithm::Llada ? s.block_length : s.gen_length;
+  // Dream's loop reads every masked position of the answer, the block loops those of one block.
+  const bool blocks = s.alg == Algorithm::Llada || s.alg == Algorithm::Llada2;
+  const int32_t wanted = blocks ? s.block_length : s.gen_length;
   // The row's peak memory is its own: the buffers an earlier row grew (a larger batch or canvas,
   // a KV cache, backend scratch) are freed and the high-water mark restarts from what is live
   // now (the weights), so neither a larger row nor --baseline's buffers leak into later rows.
   subject.model().release_buffers();
   subject.be().release_scratch();
   subject.be().reset_peak();
+  const bool rss_reset = reset_peak_rss();
   subject.model().reserve(seqs * canvas, seqs * wanted, seqs);
   for (int i = 0; i < o.warmup; i++) run_once(subject, c, prompts, i);
 
@@ -379,6 +422,9 @@ BenchResult run_case(Subject& subject, const BenchCase& c, const BenchOptions& o
   r.ms_p90 = percentile(forward_ms, 0.9);
   r.gflops = forward_seconds > 0 ? flops / forward_seconds / 1e9 : 0;
   r.peak_bytes = subject.peak_bytes();
+  r.peak_rss_bytes = peak_rss_bytes();
+  r.peak_rss_per_row = rss_reset;
+  r.n_layers = subject.model().config().n_layers;
   r.weight_bytes = subject.model().weight_bytes();
   if (o.baseline) {
     r.baseline_gflops = baseline_gflops(subject, static_cast<int64_t>(seqs) * canvas);
@@ -419,8 +465,12 @@ ojson result_json(const BenchResult& r) {
   j["replayed_steps"] = r.replayed_steps;
   j["ms_per_forward_median"] = r.ms_median;
   j["ms_per_forward_p90"] = r.ms_p90;
+  // Every layer's share of a median forward (the embedding and the output head included).
+  j["ms_per_layer"] = r.n_layers > 0 ? ojson(r.ms_median / static_cast<double>(r.n_layers)) : ojson(nullptr);
   j["gflops_per_second"] = r.gflops;
   j["peak_memory_bytes"] = r.peak_bytes;
+  j["peak_rss_bytes"] = r.peak_rss_bytes > 0 ? ojson(r.peak_rss_bytes) : ojson(nullptr);
+  j["peak_rss_per_row"] = r.peak_rss_per_row;
   j["baseline_gflops_per_second"] = r.baseline_gflops ? ojson(*r.baseline_gflops) : ojson(nullptr);
   j["baseline_fraction"] = r.baseline_gflops && *r.baseline_gflops > 0
                                ? ojson(r.gflops / *r.baseline_gflops)
@@ -498,7 +548,7 @@ struct TableColumn {
 };
 
 const TableColumn kTableColumns[] = {
-    {"cache", 6, "KV cache mode: none, prefix or dual"},
+    {"cache", 6, "KV cache mode: none, prefix, dual or block"},
     {"gen", 7, "gen-length: answer positions per request"},
     {"batch", 6, "requests run together"},
     {"steps", 6, "sampling steps"},
@@ -513,10 +563,16 @@ const TableColumn kTableColumns[] = {
     {"steps/s", 8, "forward passes per second of wall time, median over the timed runs"},
     {"ms/fwd", 9, "milliseconds per forward pass, median over every forward of the timed runs"},
     {"p90 ms", 9, "milliseconds per forward pass, 90th percentile"},
+    {"ms/layer", 9,
+     "ms/fwd over the model's layers: each layer's share of a forward (the embedding and the output "
+     "head included)"},
     {"fwd", 7, "forward passes per run (one pass serves the whole batch); mean of the timed runs"},
     {"GFLOP/s", 9, "billions of floating-point operations per second of forward time"},
     {"peak MiB", 9,
      "the row's own peak memory in MiB (2^20 bytes): backend buffers and weights (mapped ones too)"},
+    {"RSS MiB", 9,
+     "the process's peak resident set in MiB (VmHWM: host memory only, weights included), "
+     "restarted at each row where the kernel allows, else since the start"},
 };
 const TableColumn kBaselineColumns[] = {
     {"GEMM GF/s", 9, "GFLOP/s of the backend's matmul alone on the largest weight shape"},
@@ -565,9 +621,11 @@ void print_table(const ojson& report) {
         fixed(r["steps_per_second"], 2),
         fixed(r["ms_per_forward_median"], 2),
         fixed(r["ms_per_forward_p90"], 2),
+        fixed(r["ms_per_layer"], 2),
         count_text(r["forward_passes"]),
         fixed(r["gflops_per_second"], 2),
         fixed(r["peak_memory_bytes"].get<double>() / (1024.0 * 1024.0), 1),
+        r["peak_rss_bytes"].is_null() ? "-" : fixed(r["peak_rss_bytes"].get<double>() / (1024.0 * 1024.0), 1),
     };
     if (baseline) {
       for (const char* key : {"baseline_gflops_per_second", "baseline_fraction",
@@ -618,9 +676,13 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       "bench", "Time generation over a matrix of settings (warm-up, then repeated runs)");
   add_common_options(*cmd, o.common, {"text", "json", "csv"});
   cmd->add_option("--synthetic", o.synthetic,
-                  "Random weights of a real shape instead of a model: llada-8b, dream-7b, default, "
-                  "or a config.json path")
+                  "Random weights of a real shape instead of a model: llada-8b, dream-7b, "
+                  "llada2-mini, llada-moe-7b, default, or a config.json path")
       ->check(non_empty());
+  cmd->add_option("--layers", o.layers,
+                  "Keep only the first N layers of the --synthetic shape (1 to its layer count), so "
+                  "a shape too big for memory runs; ms/layer gives the per-layer cost")
+      ->transform(bounded(1, 1 << 16, "at most the shape's layer count"));
   cmd->add_option("--gen-length", o.gen_lengths, "Answer lengths, comma-separated (default: the model's)")
       ->delimiter(',')
       ->transform(bounded(1, kMaxSteps));
@@ -628,7 +690,9 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->delimiter(',')
       ->transform(bounded(1, kMaxBatchSize, "each request in flight reserves its canvas' activations"))
       ->capture_default_str();
-  cmd->add_option("--steps", o.steps, "Sampling steps, comma-separated (default: gen-length)")
+  cmd->add_option("--steps", o.steps,
+                  "Sampling steps, comma-separated (default: gen-length; LLaDA2's loop: steps per "
+                  "block, default block-length)")
       ->delimiter(',')
       ->transform(bounded(1, kMaxSteps));
   cmd->add_option("--block-length", o.block_lengths,
@@ -654,9 +718,11 @@ CLI::App* add_bench_command(CLI::App& app, BenchOptions& o) {
       ->transform(decimal_number());
   cmd->add_option("--factor", o.factor, "Parallel decoding factor rule (see generate --help)")
       ->transform(decimal_number());
-  cmd->add_option("--cache", o.caches, "KV cache modes to compare, comma-separated: none,prefix,dual")
+  cmd->add_option("--cache", o.caches,
+                  "KV cache modes to compare, comma-separated: none, prefix, dual or block (default: "
+                  "the loop's own: block for LLaDA2's loop, else none)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"none", "prefix", "dual"}));
+      ->check(CLI::IsMember({"none", "prefix", "dual", "block"}));
   cmd->add_option("--warmup", o.warmup, "Untimed runs per configuration")
       ->transform(bounded(0, 1000, "runs are sequential; more only lengthens the benchmark"))
       ->capture_default_str();
@@ -679,6 +745,8 @@ int run_bench(const BenchOptions& o) {
   if (synthetic && !o.prompts_file.empty())
     fail_usage("--prompts needs a model's tokenizer; --synthetic has none (its prompts are random "
                "ids, see --prompt-length)");
+  if (!synthetic && o.layers)
+    fail_usage("--layers keeps the first layers of a --synthetic shape; a model is benched whole");
   if (!synthetic && o.prompt_length)
     fail_usage("--prompt-length sets the random-id prompts of --synthetic; a model is benched on "
                "text: the built-in verse openings, or --prompts FILE");
@@ -700,7 +768,7 @@ int run_bench(const BenchOptions& o) {
 
   // note: a synthetic shape's cases are checked before its weights are built (16 GB for
   // llada-8b), so a bad option costs nothing.
-  if (synthetic) make_cases(o, synthetic_spec(o.synthetic).config, true, prompts.longest());
+  if (synthetic) make_cases(o, bench_spec(o).config, true, prompts.longest());
   Subject subject = open_subject(o);
   const ModelConfig& config = subject.model().config();
   if (!synthetic) tokenize_prompts(prompts, *subject.session, o, !o.prompts_file.empty(), o.prompts_file);
@@ -726,6 +794,16 @@ int run_bench(const BenchOptions& o) {
                      {"vocab_size", config.vocab_size},
                      {"weight_dtype", dtype_name(subject.dtype)},
                      {"weight_bytes", subject.model().weight_bytes()}};
+  if (subject.is_synthetic())
+    report["model"]["shape_layers"] = subject.synthetic->spec().shape_layers;
+  if (config.moe.n_experts > 0) {
+    const MoeConfig& m = config.moe;
+    report["model"]["n_experts"] = m.n_experts;
+    report["model"]["experts_per_token"] = m.top_k;
+    report["model"]["expert_hidden_size"] = m.expert_hidden;
+    report["model"]["shared_expert_hidden_size"] = m.shared_hidden;
+    report["model"]["moe_layers"] = std::count(m.layer_is_moe.begin(), m.layer_is_moe.end(), true);
+  }
   report["prompts"] = prompts.report;
   report["warmup"] = o.warmup;
   report["repeat"] = o.repeat;
@@ -736,10 +814,10 @@ int run_bench(const BenchOptions& o) {
       std::cerr << "bench [" << i + 1 << "/" << cases.size() << "] gen-length "
                 << c.settings.gen_length << ", batch-size " << c.batch_size << ", steps "
                 << c.settings.steps << ", "
-                << (c.settings.alg == Algorithm::Llada
+                << (c.settings.alg == Algorithm::Llada || c.settings.alg == Algorithm::Llada2
                         ? "block-length " + std::to_string(c.settings.block_length)
                         : std::string("alg ") + algorithm_name(c.settings.alg))
-                << "\n";
+                << ", cache " << cache_mode_name(c.settings.cache) << "\n";
     report["results"].push_back(result_json(run_case(subject, c, o, prompts)));
   }
   // Speed-up: each row's tok/s over the first row's.

@@ -14,6 +14,7 @@ namespace unmask {
 struct BenchOptions {
   CommonOptions common;                 // --format text, json or csv
   std::string synthetic;                // empty: the model of -m / $UNMASK_MODEL / bundled
+  std::optional<int> layers;            // --layers N: the first N layers of the --synthetic shape
   std::vector<int> gen_lengths;         // empty: the model's default
   std::vector<int> batch_sizes = {1};
   std::vector<int> steps;               // empty: gen-length
@@ -25,7 +26,7 @@ struct BenchOptions {
   float cfg_scale = 0.f;
   std::optional<float> threshold;
   std::optional<float> factor;
-  std::vector<std::string> caches;  // --cache modes to compare (default: none)
+  std::vector<std::string> caches;  // --cache modes to compare (default: the loop's own, see options.h)
   std::string alg;                  // empty: the family's default loop
   bool baseline = false;
 };

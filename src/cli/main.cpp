@@ -3,10 +3,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cli/batch.h"
 #include "cli/bench.h"
@@ -65,7 +67,7 @@ void run_streaming(Engine& engine, Sampler& sampler, const Session& session, boo
                     keep_special, {}, 0);
   bool head_printed = false;
   for (;;) {
-    const std::string delta = stream.advance(sampler.filled_prompt(), sampler.answer(), sampler.done());
+    const std::string delta = stream.advance(sampler.filled_prompt(), sampler.final_answer(), sampler.done());
     // Infilling: the filled prompt is part of the answer; it is final before any answer text is.
     if (!head_printed && (!delta.empty() || sampler.done()) && sampler.prompt_masks() > 0) {
       std::cout << filled_prompt_text(session, sampler, keep_special);
@@ -170,6 +172,63 @@ int run_generate(const CommonOptions& common, const GenerationOptions& gen,
   return kExitOk;
 }
 
+// Parameters one token's forward reads: its embedding row, each layer's norms and attention, the
+// dense MLPs, and on MoE layers the router (and expert bias), top_k routed experts and the shared
+// expert; then the final norm and the output head (the whole embedding, when tied, counted once).
+int64_t active_parameters(const ModelConfig& c) {
+  const int64_t d = c.d_model, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+  const MoeConfig& m = c.moe;
+  int64_t n = (c.weight_tying ? 0 : d) + c.embedding_size * d + d;  // embedding row, head, final norm
+  for (int64_t i = 0; i < c.n_layers; i++) {
+    n += 2 * d + d * (q + 2 * kv) + q * d;  // the two norms, q/k/v, output
+    if (c.include_qkv_bias) n += q + 2 * kv;
+    if (c.qk_norm) n += 2 * c.head_dim;
+    if (m.n_experts > 0 && m.layer_is_moe[static_cast<size_t>(i)]) {
+      n += m.n_experts * d + (m.has_expert_bias ? m.n_experts : 0);
+      n += 3 * d * (m.top_k * m.expert_hidden + m.shared_hidden);
+    } else {
+      n += 3 * d * c.mlp_hidden;
+    }
+  }
+  return n;
+}
+
+// Which layers are dense and which MoE, as ranges: "0: dense, 1-19: MoE".
+std::string mlp_layer_pattern(const ModelConfig& c) {
+  std::string out;
+  for (int64_t i = 0; i < c.n_layers;) {
+    const bool moe = c.moe.layer_is_moe[static_cast<size_t>(i)];
+    int64_t j = i;
+    while (j + 1 < c.n_layers && c.moe.layer_is_moe[static_cast<size_t>(j + 1)] == moe) j++;
+    out += (out.empty() ? "" : ", ") + std::to_string(i) + (j > i ? "-" + std::to_string(j) : "") +
+           (moe ? ": MoE" : ": dense");
+    i = j + 1;
+  }
+  return out;
+}
+
+// How the router chooses and weighs the experts, in words.
+std::string router_description(const MoeConfig& m) {
+  std::string out = m.sigmoid_scores ? "sigmoid" : "softmax";
+  if (m.n_group > 1)
+    out += ", group-limited (the best " + std::to_string(m.topk_group) + " of " +
+           std::to_string(m.n_group) + " groups by their top-2 sum)";
+  if (m.has_expert_bias)
+    out += m.bias_in_weights ? ", expert bias added to the scores and weights"
+                             : ", expert bias for the choice only";
+  out += ", top " + std::to_string(m.top_k);
+  out += m.renormalize ? ", weights renormalised" : ", weights not renormalised";
+  if (m.routed_scale != 1.0) {
+    std::ostringstream scale;
+    scale << m.routed_scale;
+    out += ", scaled by " + scale.str();
+  }
+  return out;
+}
+
+// A float setting as typed (0.95, not 0.949999988).
+double shown_float(float v) { return std::round(static_cast<double>(v) * 1e6) / 1e6; }
+
 int run_info(const CommonOptions& common, bool check_weights) {
   auto session = open_session(resolve_model_dir(common.model), common.backend, common.threads,
                               common.mask_id, /*require_mask=*/false);
@@ -198,7 +257,21 @@ int run_info(const CommonOptions& common, bool check_weights) {
   j["n_heads"] = c.n_heads;
   j["n_kv_heads"] = c.n_kv_heads;
   j["head_dim"] = c.head_dim;
+  j["rotary_dim"] = c.rotary_dim;
+  j["qk_norm"] = c.qk_norm;
+  j["block_causal"] = c.block_causal;
   j["mlp_hidden_size"] = c.mlp_hidden;
+  if (c.moe.n_experts > 0) {
+    const MoeConfig& m = c.moe;
+    j["experts"] = m.n_experts;
+    j["experts_per_token"] = m.top_k;
+    j["expert_groups"] = m.n_group;
+    j["expert_groups_kept"] = m.topk_group;
+    j["expert_hidden_size"] = m.expert_hidden;
+    j["shared_expert_hidden_size"] = m.shared_hidden;
+    j["router"] = router_description(m);
+    j["mlp_layers"] = mlp_layer_pattern(c);
+  }
   j["vocab_size"] = c.vocab_size;
   j["embedding_size"] = c.embedding_size;
   j["max_sequence_length"] = c.max_seq_len;
@@ -210,9 +283,14 @@ int run_info(const CommonOptions& common, bool check_weights) {
     nlohmann::ordered_json defaults;
     defaults["gen_length"] = d.gen_length;
     defaults["steps"] = d.steps;
-    defaults["block_length"] = d.alg == Algorithm::Llada ? nlohmann::ordered_json(d.block_length)
-                                                         : nlohmann::ordered_json(nullptr);
+    const bool llada2 = d.alg == Algorithm::Llada2;
+    defaults["steps_per"] = llada2 ? "block" : "answer";
+    defaults["block_length"] = d.alg == Algorithm::Llada || llada2 ? nlohmann::ordered_json(d.block_length)
+                                                                   : nlohmann::ordered_json(nullptr);
     defaults["alg"] = algorithm_name(d.alg);
+    defaults["threshold"] = d.threshold ? nlohmann::ordered_json(shown_float(*d.threshold))
+                                        : nlohmann::ordered_json(nullptr);
+    defaults["cache"] = cache_mode_name(d.cache);
     defaults["from"] = c.defaults.gen_length > 0 || c.defaults.steps > 0 || c.defaults.block_length > 0
                            ? "config.json unmask_defaults"
                            : "unmask's defaults";
@@ -220,6 +298,7 @@ int run_info(const CommonOptions& common, bool check_weights) {
   }
   j["weight_tying"] = c.weight_tying;
   j["parameters"] = params;
+  if (c.moe.n_experts > 0) j["active_parameters"] = active_parameters(c);
   j["weight_bytes"] = session->store->total_bytes();
   j["weight_dtype"] = dtype_name(session->weights.embedding.dtype);
   j["tokenizer"] = session->tokenizer->kind();

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -37,6 +38,42 @@ const char* kDream7b = R"({
   "hidden_act": "silu", "use_sliding_window": false, "mask_token_id": 151666,
   "eos_token_id": 151643, "torch_dtype": "bfloat16"})";
 
+// LLaDA2.0-mini (inclusionAI, model_type llada2_moe): the values of its published config.json,
+// written as its config.json spells them. 16B parameters, 32 GB in bf16: with --layers, the first
+// layers of it (layer 0 dense, the rest MoE). The published config apparently carries no
+// mask_token_id (generate() takes 156895); it is written here so no default is assumed.
+// max_position_embeddings (32768) is the configuration class's default, not a published value.
+const char* kLlada2Mini = R"({
+  "architectures": ["LLaDA2MoeModelLM"], "model_type": "llada2_moe",
+  "hidden_size": 2048, "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 128,
+  "num_hidden_layers": 20, "first_k_dense_replace": 1, "intermediate_size": 5120,
+  "moe_intermediate_size": 512, "num_experts": 256, "num_experts_per_tok": 8, "n_group": 8,
+  "topk_group": 4, "num_shared_experts": 1, "routed_scaling_factor": 2.5,
+  "partial_rotary_factor": 0.5, "rope_theta": 600000, "rms_norm_eps": 1e-06, "vocab_size": 157184,
+  "max_position_embeddings": 32768, "use_qk_norm": true, "use_qkv_bias": false, "use_bias": false,
+  "tie_word_embeddings": false, "hidden_act": "silu", "mask_token_id": 156895,
+  "eos_token_id": 156892, "pad_token_id": 156892, "torch_dtype": "bfloat16"})";
+
+// LLaDA-MoE-7B-A1B (inclusionAI, architectures LLaDAMoEModelLM): hidden 2048, 16
+// layers, 16 heads and 16 KV heads (head_dim 128), 64 experts of width 1024, top 8, every layer
+// MoE, no shared expert, softmax routing without an expert bias, qk-norm, vocab 157184, mask
+// 156895, eos 156892. From secondary sources (a third-party port's summary of the published
+// config.json, not the file itself): rope_theta 50000, max_position_embeddings 8192,
+// dense_intermediate_size 8192 (unused: no layer is dense); rms_norm_eps 1e-5 and
+// partial_rotary_factor 1.0 are the configuration class's defaults.
+const char* kLladaMoe7b = R"({
+  "architectures": ["LLaDAMoEModelLM"], "model_type": "llada",
+  "hidden_size": 2048, "num_attention_heads": 16, "num_key_value_heads": 16,
+  "num_hidden_layers": 16, "num_experts": 64, "num_experts_per_tok": 8,
+  "expert_intermediate_size": 1024, "dense_intermediate_size": 8192,
+  "shared_expert_intermediate_size": null,
+  "moe_layer_freq": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+  "moe_router_enable_expert_bias": false, "qk_layernorm": true, "partial_rotary_factor": 1.0,
+  "rope_theta": 50000.0, "rms_norm_eps": 1e-05, "max_position_embeddings": 8192,
+  "attention_bias": false, "clip_qkv": null, "vocab_size": 157184, "tie_word_embeddings": false,
+  "hidden_act": "silu", "mask_token_id": 156895, "eos_token_id": 156892,
+  "torch_dtype": "bfloat16"})";
+
 // tests/fixtures/tiny-f32-gqa's shape: the fallback when no bundled model is around.
 const char* kTiny = R"({
   "model_type": "llada", "d_model": 64, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2,
@@ -59,6 +96,7 @@ SyntheticSpec from_json(const json& j, const std::string& name, const std::strin
   s.name = name;
   s.config = parse_config(j, where);
   s.dtype = dtype_of(j, where);
+  s.shape_layers = s.config.n_layers;
   return s;
 }
 
@@ -75,6 +113,8 @@ SyntheticSpec from_file(const std::string& path, const std::string& name) {
 SyntheticSpec synthetic_spec(const std::string& spec) {
   if (spec == "llada-8b") return from_json(json::parse(kLlada8b), spec, "synthetic:llada-8b");
   if (spec == "dream-7b") return from_json(json::parse(kDream7b), spec, "synthetic:dream-7b");
+  if (spec == "llada2-mini") return from_json(json::parse(kLlada2Mini), spec, "synthetic:llada2-mini");
+  if (spec == "llada-moe-7b") return from_json(json::parse(kLladaMoe7b), spec, "synthetic:llada-moe-7b");
   if (spec == "default") {
     std::string dir;
     try {
@@ -86,17 +126,40 @@ SyntheticSpec synthetic_spec(const std::string& spec) {
   }
   std::error_code ec;
   if (!fs::is_regular_file(spec, ec))
-    fail_usage("--synthetic: '" + spec + "' is neither llada-8b, dream-7b, default nor a config.json file");
+    fail_usage("--synthetic: '" + spec + "' is neither llada-8b, dream-7b, llada2-mini, llada-moe-7b, "
+               "default nor a config.json file");
   return from_file(spec, spec);
+}
+
+void keep_layers(SyntheticSpec& spec, int64_t layers) {
+  const int64_t all = spec.shape_layers > 0 ? spec.shape_layers : spec.config.n_layers;
+  if (layers < 1 || layers > all)
+    fail_usage("--layers " + std::to_string(layers) + ": must be in [1, " + std::to_string(all) +
+               "], the layers of " + spec.name + "'s shape");
+  ModelConfig& c = spec.config;
+  c.n_layers = layers;
+  if (!c.moe.layer_is_moe.empty()) c.moe.layer_is_moe.resize(static_cast<size_t>(layers));
 }
 
 double synthetic_weight_bytes(const SyntheticSpec& spec) {
   const ModelConfig& c = spec.config;
   const double d = static_cast<double>(c.d_model), q = static_cast<double>(c.n_heads * c.head_dim),
                kv = static_cast<double>(c.n_kv_heads * c.head_dim), f = static_cast<double>(c.mlp_hidden);
-  const double layer = d * q * 2 + d * kv * 2 + 3 * d * f + 2 * d;
-  const double emb = static_cast<double>(c.embedding_size) * d * (c.weight_tying ? 1 : 2);
-  return (emb + static_cast<double>(c.n_layers) * layer + d) * static_cast<double>(dtype_bytes(spec.dtype));
+  const double attention = d * q * 2 + d * kv * 2 + 2 * d + (c.qk_norm ? 2.0 * c.head_dim : 0.0) +
+                           (c.include_qkv_bias ? q + 2 * kv : 0.0);
+  const MoeConfig& m = c.moe;
+  const double experts = static_cast<double>(m.n_experts);
+  // router, routed experts, shared expert
+  const double moe_layer = experts * d + 3.0 * d * static_cast<double>(m.expert_hidden) * experts +
+                           3.0 * d * static_cast<double>(m.shared_hidden);
+  const auto& is_moe = m.layer_is_moe;
+  const double moe_layers = m.n_experts > 0 ? static_cast<double>(std::count(is_moe.begin(), is_moe.end(), true)) : 0.0;
+  const double layers = static_cast<double>(c.n_layers);
+  const double elements = static_cast<double>(c.embedding_size) * d * (c.weight_tying ? 1 : 2) + d +
+                          layers * attention + (layers - moe_layers) * 3 * d * f + moe_layers * moe_layer;
+  // Expert biases are stored f32 whatever the dtype.
+  const double f32_bytes = m.has_expert_bias ? moe_layers * 4.0 * experts : 0.0;
+  return elements * static_cast<double>(dtype_bytes(spec.dtype)) + f32_bytes;
 }
 
 SyntheticModel::SyntheticModel(Backend& backend, const SyntheticSpec& spec)
@@ -108,7 +171,7 @@ SyntheticModel::SyntheticModel(Backend& backend, const SyntheticSpec& spec)
     if (memory > 0 && bytes > memory)
       fail_usage("--synthetic " + spec.name + ": its weights need " + std::to_string(static_cast<int64_t>(bytes / 1e9)) +
                  " GB, more than this machine's " + std::to_string(static_cast<int64_t>(memory / 1e9)) +
-                 " GB of memory (a smaller shape, or --backend cuda)");
+                 " GB of memory (a smaller shape, fewer layers with --layers, or --backend cuda)");
   }
   const int64_t q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
   uint64_t seed = 0x5EED;  // one stream per tensor, in a fixed order: identical on every backend
@@ -131,9 +194,32 @@ SyntheticModel::SyntheticModel(Backend& backend, const SyntheticSpec& spec)
     }
     l.wo = matrix(c.d_model, q_dim);
     l.ffn_norm = ones(c.d_model);
-    l.w_gate = matrix(c.mlp_hidden, c.d_model);
-    l.w_up = matrix(c.mlp_hidden, c.d_model);
-    l.w_down = matrix(c.d_model, c.mlp_hidden);
+    if (c.qk_norm) {
+      l.q_norm = ones(c.head_dim);
+      l.k_norm = ones(c.head_dim);
+    }
+    const MoeConfig& m = c.moe;
+    if (m.n_experts > 0 && m.layer_is_moe[static_cast<size_t>(i)]) {
+      // note: the order below fixes each tensor's stream; dense layers keep the order they
+      // always had, so the dense shapes' weights are unchanged.
+      l.router = matrix(m.n_experts, c.d_model);
+      if (m.has_expert_bias)  // f32, as checkpoints store it; small against the sigmoid scores
+        l.expert_bias = backend_.random_weight(1, m.n_experts, DType::F32, seed++, 0.01f);
+      for (int64_t e = 0; e < m.n_experts; e++) {
+        l.experts.gate.push_back(matrix(m.expert_hidden, c.d_model));
+        l.experts.up.push_back(matrix(m.expert_hidden, c.d_model));
+        l.experts.down.push_back(matrix(c.d_model, m.expert_hidden));
+      }
+      if (m.shared_hidden > 0) {
+        l.w_gate = matrix(m.shared_hidden, c.d_model);
+        l.w_up = matrix(m.shared_hidden, c.d_model);
+        l.w_down = matrix(c.d_model, m.shared_hidden);
+      }
+    } else {
+      l.w_gate = matrix(c.mlp_hidden, c.d_model);
+      l.w_up = matrix(c.mlp_hidden, c.d_model);
+      l.w_down = matrix(c.d_model, c.mlp_hidden);
+    }
     weights_.layers.push_back(l);
   }
   weights_.final_norm = ones(c.d_model);
