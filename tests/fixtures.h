@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <pty.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -99,6 +100,32 @@ inline CommandResult run_unmask(const std::string& args, const std::string& inpu
   std::remove((base + ".in").c_str());
   std::remove((base + ".out").c_str());
   std::remove((base + ".err").c_str());
+  return r;
+}
+
+// Runs the unmask binary with `args` on a pseudo-terminal (stdout and stderr a terminal, as in an
+// interactive shell); `out` holds all it wrote, with the terminal's "\r\n" line ends. exit_code
+// -1 when it did not exit normally or the terminal could not be made.
+inline CommandResult run_unmask_on_tty(const std::vector<std::string>& args) {
+  CommandResult r;
+  int fd = -1;
+  const pid_t pid = forkpty(&fd, nullptr, nullptr, nullptr);
+  if (pid < 0) return r;
+  if (pid == 0) {
+    ::unsetenv("UNMASK_MODEL");  // as run_unmask: the documented default-model search
+    std::vector<char*> argv{const_cast<char*>(UNMASK_BINARY)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(UNMASK_BINARY, argv.data());
+    _exit(127);
+  }
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) r.out.append(buf, static_cast<size_t>(n));
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ::close(fd);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
 

@@ -194,25 +194,10 @@ TEST_CASE("llada2 cli: --visual draws the canvas on a terminal and prints the pl
   CHECK(piped.exit_code == 0);
   CHECK(piped.out == plain.out);
   // On a terminal (stdout and stderr both): the frames, then the text.
-  int fd = -1;
-  const pid_t pid = forkpty(&fd, nullptr, nullptr, nullptr);
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    const std::string model = fixture("tiny-llada2");
-    ::unsetenv("UNMASK_MODEL");
-    execl(UNMASK_BINARY, UNMASK_BINARY, "-m", model.c_str(), "--threads", "1", "--visual", "--gen-length", "12",
-          "--block-length", "4", "--steps", "4", "-q", "In the beginning", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ::close(fd);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  const auto tty = unmask::test::run_unmask_on_tty({"-m", fixture("tiny-llada2"), "--threads", "1", "--visual", "--gen-length",
+                                      "12", "--block-length", "4", "--steps", "4", "-q", "In the beginning"});
+  CHECK(tty.exit_code == 0);
+  const std::string& out = tty.out;
   // The terminal turns "\n" into "\r\n".
   std::string expected;
   for (char c : plain.out) expected += c == '\n' ? std::string("\r\n") : std::string(1, c);

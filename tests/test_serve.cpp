@@ -607,22 +607,9 @@ TEST_CASE("generate --stream prints the plain run's text; with --format json or 
 TEST_CASE("generate streams by default on a terminal, and prints the same text as through a pipe") {
   const test::CommandResult piped = test::run_unmask("--backend cpu -q 'And God said'");
   REQUIRE(piped.exit_code == 0);
-  int fd = -1;
-  const pid_t pid = forkpty(&fd, nullptr, nullptr, nullptr);
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    execl(UNMASK_BINARY, UNMASK_BINARY, "--backend", "cpu", "-q", "And God said", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ::close(fd);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  const test::CommandResult tty = test::run_unmask_on_tty({"--backend", "cpu", "-q", "And God said"});
+  CHECK(tty.exit_code == 0);
+  const std::string& out = tty.out;
   // The terminal turns "\n" into "\r\n".
   std::string expected = piped.out;
   expected.replace(expected.size() - 1, 1, "\r\n");

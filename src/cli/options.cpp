@@ -58,9 +58,10 @@ void add_generation_options(CLI::App& app, GenerationOptions& o) {
       ->transform(decimal_number())
       ->capture_default_str();
   app.add_option("--alg", o.alg,
-                 "Unmasking loop: llada (semi-autoregressive blocks) or Dream's whole-answer loop "
-                 "with origin, maskgit_plus, topk_margin or entropy (default: llada for LLaDA "
-                 "models, entropy for Dream, maskgit_plus for llama-format)")
+                 "Unmasking loop: llada (semi-autoregressive blocks), Dream's whole-answer loop "
+                 "with origin, maskgit_plus, topk_margin or entropy, or llada2 (LLaDA2's loop, for "
+                 "block-diffusion models only) (default: llada for LLaDA and LLaDA-MoE models, "
+                 "entropy for Dream, maskgit_plus for llama-format, llada2 for LLaDA2)")
       ->check(non_empty());
   app.add_option("--alg-temp", o.alg_temp,
                  "Dream's loop: sample the positions to commit by softmax(confidence / alg-temp): "
@@ -75,7 +76,8 @@ void add_generation_options(CLI::App& app, GenerationOptions& o) {
       ->capture_default_str();
   app.add_option("--threshold", o.threshold,
                  "Parallel decoding: also commit every position with confidence >= this value, in "
-                 "(0, 1]")
+                 "(0, 1]; LLaDA2's loop: every masked position of the block above it when at least "
+                 "the step's count are (default 0.95)")
       ->transform(decimal_number());
   app.add_option("--factor", o.factor,
                  "Parallel decoding: the n-th most confident position also commits while its "
